@@ -1,0 +1,196 @@
+// The realtime wire protocol: every message name, error code, close code and the protocol version
+// live here once. Server, client and bench import these; docs/protocol.md documents them.
+// Message names and fields are public API: extend, never rename.
+
+/** Bumped on any incompatible change; sent in `hello`. */
+export const PROTOCOL_VERSION = 1;
+
+export const REALTIME_PATH = '/v1/realtime';
+
+export const IMAGE_FORMATS = ['jpeg', 'webp', 'png'] as const;
+export type ImageFormat = (typeof IMAGE_FORMATS)[number];
+
+/** Client-chosen request id, echoed back on every reply about that request. */
+export type RequestId = string | number;
+
+// ---------------------------------------------------------------- client -> server
+
+export interface GenerateMessage {
+  type: 'generate';
+  id: RequestId;
+  prompt: string;
+  /** Encoded JPEG, PNG or WebP bytes: switches to image-to-image. */
+  image?: Uint8Array;
+  /** Image-to-image only: how much of the image is re-noised, (0, 1]. steps x strength must be >= 1. */
+  strength?: number;
+  steps?: number;
+  /** Unsigned 32-bit; the server picks one when absent and reports it in `frame`. */
+  seed?: number;
+  width?: number;
+  height?: number;
+  /** Encoding of the final frame; previews are always JPEG. */
+  format?: ImageFormat;
+  /** Stream a preview after every step (default true). */
+  previews?: boolean;
+}
+
+export interface CancelMessage {
+  type: 'cancel';
+  id: RequestId;
+}
+
+export type ClientMessage = GenerateMessage | CancelMessage;
+export const CLIENT_MESSAGE_TYPES = ['generate', 'cancel'] as const;
+
+// ---------------------------------------------------------------- server -> client
+
+export interface ModelInfo {
+  /** Folder name of the loaded model (or model_index.json's name). */
+  name: string;
+  /** Default output size, from the UNet's sample size x the VAE factor. */
+  width: number;
+  height: number;
+  /** Requested width and height must be multiples of this. */
+  sizeMultiple: number;
+  minSteps: number;
+  maxSteps: number;
+  defaultSteps: number;
+  scheduler: 'euler_ancestral' | 'lcm';
+  img2img: boolean;
+  /** How previews are made: a tiny decoder network, or a linear latent-to-RGB projection. */
+  previews: 'decoder' | 'projection';
+  dtype: 'float32' | 'float16';
+  device: string;
+}
+
+export interface Limits {
+  /** Largest WebSocket message accepted; a bigger one closes the connection with 1009. */
+  maxMessageBytes: number;
+  maxPromptChars: number;
+  maxImageBytes: number;
+  /** Decoded width x height of an input image, checked from its header before decoding. */
+  maxImagePixels: number;
+  minSize: number;
+  maxSize: number;
+  sizeMultiple: number;
+  minSteps: number;
+  maxSteps: number;
+  /** Requests held per connection besides the running one (latest wins). */
+  maxPendingPerSession: number;
+  idleTimeoutSeconds: number;
+}
+
+export interface HelloMessage {
+  type: 'hello';
+  protocol: number;
+  model: ModelInfo;
+  limits: Limits;
+}
+
+export interface PreviewMessage {
+  type: 'preview';
+  id: RequestId;
+  /** 1-based index of the step just finished. */
+  step: number;
+  steps: number;
+  /** JPEG bytes. */
+  image: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/** Milliseconds spent in each stage of one request. */
+export interface Timings {
+  /** Admission to start of work. */
+  queue: number;
+  /** Decoding and resizing the input image (image-to-image only). */
+  imageDecode: number;
+  textEncoder: number;
+  /** VAE encoder (image-to-image only). */
+  vaeEncoder: number;
+  /** One entry per denoising step: UNet plus sampler update (preview excluded). */
+  steps: number[];
+  /** Preview decoding, summed over steps. */
+  previews: number;
+  /** VAE decoder. */
+  decode: number;
+  /** Encoding the final frame to its format. */
+  encode: number;
+  /** Admission to the frame being sent. */
+  total: number;
+}
+
+export interface FrameMessage {
+  type: 'frame';
+  id: RequestId;
+  image: Uint8Array;
+  format: ImageFormat;
+  width: number;
+  height: number;
+  seed: number;
+  timings: Timings;
+}
+
+export interface SupersededMessage {
+  type: 'superseded';
+  id: RequestId;
+}
+
+export interface CancelledMessage {
+  type: 'cancelled';
+  id: RequestId;
+}
+
+export interface ErrorMessage {
+  type: 'error';
+  id?: RequestId;
+  code: ErrorCode;
+  message: string;
+}
+
+export type ServerMessage =
+  | HelloMessage
+  | PreviewMessage
+  | FrameMessage
+  | SupersededMessage
+  | CancelledMessage
+  | ErrorMessage;
+
+// ---------------------------------------------------------------- errors
+
+/** Stable error codes: clients switch on these, so never change a value. */
+export const ErrorCode = {
+  /** Not valid msgpack, or not a map. */
+  BadMessage: 'bad_message',
+  /** `type` missing or not a known message type. */
+  UnknownType: 'unknown_type',
+  /** A field has the wrong type, or a required field is missing. */
+  InvalidField: 'invalid_field',
+  InvalidSteps: 'invalid_steps',
+  InvalidStrength: 'invalid_strength',
+  InvalidSize: 'invalid_size',
+  InvalidSeed: 'invalid_seed',
+  InvalidFormat: 'invalid_format',
+  PromptTooLong: 'prompt_too_long',
+  ImageTooLarge: 'image_too_large',
+  ImageUndecodable: 'image_undecodable',
+  /** The loaded model has no VAE encoder. */
+  Img2ImgUnsupported: 'img2img_unsupported',
+  /** A request with this id is already running or pending on this connection. */
+  DuplicateId: 'duplicate_id',
+  /** `cancel` named an id that is neither running nor pending. */
+  UnknownRequest: 'unknown_request',
+  /** The model is still loading. */
+  NotReady: 'not_ready',
+  /** Inference failed; the connection and server keep working. */
+  Internal: 'internal',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** WebSocket close codes the server uses (1000-1015 are the RFC's; 4000-4999 are ours). */
+export const CloseCode = {
+  Normal: 1000,
+  GoingAway: 1001,
+  /** Message larger than `limits.maxMessageBytes` (sent by uWebSockets.js itself). */
+  MessageTooBig: 1009,
+} as const;
