@@ -191,6 +191,6 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 export const CloseCode = {
   Normal: 1000,
   GoingAway: 1001,
-  /** Message larger than `limits.maxMessageBytes` (sent by uWebSockets.js itself). */
+  /** Message larger than `limits.maxMessageBytes`. (Past twice that, the socket is dropped unannounced: 1006.) */
   MessageTooBig: 1009,
 } as const;

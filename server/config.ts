@@ -1,0 +1,128 @@
+// Server configuration from command-line flags and environment variables. Flags win over
+// environment; everything has a default so `npm start` works with no arguments.
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import type { Limits } from '../shared/protocol.js';
+
+export type Device = 'cpu';
+
+export interface ServerConfig {
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  modelDir: string;
+  device: Device;
+  /** onnxruntime intra-op threads for the inference worker. */
+  threads: number;
+  logLevel: string;
+  logPretty: boolean;
+  /** Bytes buffered for a slow reader above which previews are skipped (finals are always sent). */
+  previewBackpressureBytes: number;
+  /** Hard per-socket buffer limit passed to uWebSockets.js. */
+  maxBackpressureBytes: number;
+  previewJpegQuality: number;
+  frameJpegQuality: number;
+  limits: Limits;
+}
+
+/** The embedded model shipped in the repository (dist/server -> ../../models/default). */
+export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/default', import.meta.url));
+
+export class ConfigError extends Error {}
+
+const FLAGS = {
+  '--host': 'host',
+  '--port': 'port',
+  '--model': 'model',
+  '--device': 'device',
+  '--threads': 'threads',
+  '--log-level': 'logLevel',
+  '--max-steps': 'maxSteps',
+  '--max-size': 'maxSize',
+  '--idle-timeout': 'idleTimeout',
+} as const;
+const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty' } as const;
+
+type FlagName = (typeof FLAGS)[keyof typeof FLAGS] | (typeof BOOLEAN_FLAGS)[keyof typeof BOOLEAN_FLAGS];
+
+export const USAGE = `Usage: npm start -- [options]
+  --host HOST          address to bind (default 127.0.0.1; env HOST)
+  --port N             port, 0 = pick a free one (default 8080; env PORT)
+  --model DIR          diffusers/optimum ONNX model folder (default: embedded model; env MODEL)
+  --device cpu         execution provider (env DEVICE)
+  --threads N          inference threads (default: all cores; env THREADS)
+  --max-steps N        largest accepted step count (default 8)
+  --max-size N         largest accepted width/height in pixels (default 1024)
+  --idle-timeout S     close sockets silent for S seconds, a multiple of 4 (default 120)
+  --log-level LEVEL    pino level (default info; env LOG_LEVEL)
+  --log-pretty         human-readable logs (env LOG_PRETTY=1)`;
+
+function parseFlags(argv: readonly string[]): Partial<Record<FlagName, string>> {
+  const out: Partial<Record<FlagName, string>> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const eq = arg.indexOf('=');
+    const flag = eq > 0 ? arg.slice(0, eq) : arg;
+    if (flag in BOOLEAN_FLAGS) {
+      out[BOOLEAN_FLAGS[flag as keyof typeof BOOLEAN_FLAGS]] = eq > 0 ? arg.slice(eq + 1) : 'true';
+    } else if (flag in FLAGS) {
+      const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+      if (value === undefined) throw new ConfigError(`${flag} needs a value`);
+      out[FLAGS[flag as keyof typeof FLAGS]] = value;
+    } else {
+      throw new ConfigError(`unknown option ${arg}\n${USAGE}`);
+    }
+  }
+  return out;
+}
+
+function integer(name: string, raw: string | undefined, fallback: number, min: number, max: number): number {
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
+  }
+  return value;
+}
+
+function truthy(raw: string | undefined): boolean {
+  return raw !== undefined && !['', '0', 'false', 'no'].includes(raw.toLowerCase());
+}
+
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ServerConfig {
+  const flags = parseFlags(argv);
+  const device = flags.device ?? env.DEVICE ?? 'cpu';
+  if (device !== 'cpu') throw new ConfigError(`--device ${device} is not supported by this build (supported: cpu)`);
+  const idleTimeoutSeconds = integer('--idle-timeout', flags.idleTimeout, 120, 8, 960);
+  if (idleTimeoutSeconds % 4 !== 0) throw new ConfigError('--idle-timeout must be a multiple of 4 seconds');
+  const maxImageBytes = 8 * 1024 * 1024;
+  return {
+    host: flags.host ?? env.HOST ?? '127.0.0.1',
+    port: integer('--port', flags.port ?? env.PORT, 8080, 0, 65535),
+    modelDir: path.resolve(flags.model ?? env.MODEL ?? DEFAULT_MODEL_DIR),
+    device,
+    threads: integer('--threads', flags.threads ?? env.THREADS, availableParallelism(), 1, 256),
+    logLevel: flags.logLevel ?? env.LOG_LEVEL ?? 'info',
+    logPretty: truthy(flags.logPretty ?? env.LOG_PRETTY),
+    previewBackpressureBytes: 256 * 1024,
+    maxBackpressureBytes: 16 * 1024 * 1024,
+    previewJpegQuality: 70,
+    frameJpegQuality: 90,
+    limits: {
+      // Room for the largest image plus the rest of a generate message.
+      maxMessageBytes: maxImageBytes + 64 * 1024,
+      maxPromptChars: 1000,
+      maxImageBytes,
+      maxImagePixels: 4096 * 4096,
+      minSize: 64,
+      maxSize: integer('--max-size', flags.maxSize, 1024, 64, 4096),
+      // Filled in from the model once it is loaded.
+      sizeMultiple: 8,
+      minSteps: 1,
+      maxSteps: integer('--max-steps', flags.maxSteps, 8, 1, 100),
+      maxPendingPerSession: 1,
+      idleTimeoutSeconds,
+    },
+  };
+}

@@ -1,0 +1,54 @@
+// Messages between the uWS thread and the inference worker. Pixel buffers move (transfer) rather
+// than copy; everything else is small.
+import type { ModelInfo } from '../../shared/protocol.js';
+
+export interface LoadOptions {
+  modelDir: string;
+  device: string;
+  threads: number;
+}
+
+/** One generation as the worker sees it: already validated and with its image decoded to RGB. */
+export interface JobSpec {
+  jobId: number;
+  prompt: string;
+  steps: number;
+  /** Image-to-image strength; ignored without `image`. */
+  strength: number;
+  seed: number;
+  width: number;
+  height: number;
+  previews: boolean;
+  /** Interleaved RGB, width x height x 3, for image-to-image. */
+  image?: Uint8Array;
+}
+
+export type ToWorker =
+  | { kind: 'load'; options: LoadOptions }
+  | { kind: 'run'; job: JobSpec }
+  | { kind: 'cancel'; jobId: number };
+
+/** Stage times measured inside the worker, in ms. */
+export interface WorkerTimings {
+  textEncoder: number;
+  vaeEncoder: number;
+  steps: number[];
+  previews: number;
+  decode: number;
+}
+
+export interface RgbImage {
+  /** Interleaved RGB bytes. */
+  rgb: Uint8Array;
+  width: number;
+  height: number;
+}
+
+export type FromWorker =
+  | { kind: 'ready'; info: ModelInfo; warmupMs: number }
+  | { kind: 'load-failed'; message: string }
+  | { kind: 'started'; jobId: number }
+  | { kind: 'preview'; jobId: number; step: number; steps: number; image: RgbImage }
+  | { kind: 'done'; jobId: number; image: RgbImage; timings: WorkerTimings }
+  | { kind: 'cancelled'; jobId: number }
+  | { kind: 'failed'; jobId: number; message: string; invalidInput: boolean };

@@ -1,0 +1,40 @@
+// Plain HTTP endpoints. All answer synchronously from memory, so none needs onAborted handling.
+import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import { PROTOCOL_VERSION, REALTIME_PATH, type Limits, type ModelInfo } from '../../shared/protocol.js';
+
+export interface RouteState {
+  isReady(): boolean;
+  model(): ModelInfo | undefined;
+  limits(): Limits;
+}
+
+export function sendJson(res: HttpResponse, status: string, body: unknown, headers: Record<string, string> = {}): void {
+  res.cork(() => {
+    res.writeStatus(status).writeHeader('content-type', 'application/json').writeHeader('cache-control', 'no-store');
+    for (const [name, value] of Object.entries(headers)) res.writeHeader(name, value);
+    res.end(JSON.stringify(body));
+  });
+}
+
+export function registerRoutes(app: TemplatedApp, state: RouteState): void {
+  // Liveness: the process and its event loop are up, whatever the model is doing.
+  app.get('/healthz', (res) => sendJson(res, '200 OK', { status: 'ok' }));
+
+  // Readiness: 200 only once the model is loaded and warmed up, so a load balancer never routes a
+  // user to a server that would answer the first request seconds late.
+  app.get('/readyz', (res) => {
+    if (state.isReady()) sendJson(res, '200 OK', { status: 'ready' });
+    else sendJson(res, '503 Service Unavailable', { status: 'loading' }, { 'retry-after': '1' });
+  });
+
+  app.get('/v1/models', (res) => {
+    const model = state.model();
+    if (!model) {
+      sendJson(res, '503 Service Unavailable', { error: 'model loading' }, { 'retry-after': '1' });
+      return;
+    }
+    sendJson(res, '200 OK', { protocol: PROTOCOL_VERSION, endpoint: REALTIME_PATH, models: [model], limits: state.limits() });
+  });
+
+  app.any('/*', (res) => sendJson(res, '404 Not Found', { error: 'not found' }));
+}

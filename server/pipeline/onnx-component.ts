@@ -1,0 +1,111 @@
+// One ONNX model of a pipeline (text encoder, UNet, VAE halves, preview decoder) with its
+// signature read from the session, so exports that differ in dtypes and shapes load through the
+// same code. Callers hand over float32 / integer data; dtype conversion happens here.
+import { existsSync } from 'node:fs';
+import * as ort from 'onnxruntime-node';
+import { float16ToFloat32, float32ToFloat16 } from './fp16.js';
+
+export interface TensorSignature {
+  name: string;
+  type: ort.Tensor.Type;
+  shape: ReadonlyArray<number | string>;
+}
+
+export interface SessionSettings {
+  executionProviders: string[];
+  threads: number;
+}
+
+export class ModelLoadError extends Error {}
+
+/** A float output converted to float32, with its dims. */
+export interface FloatOutput {
+  data: Float32Array;
+  dims: readonly number[];
+}
+
+export class OnnxComponent {
+  readonly inputs: ReadonlyMap<string, TensorSignature>;
+  readonly outputs: ReadonlyMap<string, TensorSignature>;
+
+  private constructor(
+    readonly label: string,
+    private readonly session: ort.InferenceSession,
+  ) {
+    this.inputs = signatures(session.inputMetadata);
+    this.outputs = signatures(session.outputMetadata);
+  }
+
+  static async load(label: string, file: string, settings: SessionSettings): Promise<OnnxComponent> {
+    if (!existsSync(file)) throw new ModelLoadError(`${label}: ${file} not found`);
+    try {
+      const session = await ort.InferenceSession.create(file, {
+        executionProviders: settings.executionProviders,
+        intraOpNumThreads: settings.threads,
+        interOpNumThreads: 1,
+        graphOptimizationLevel: 'all',
+      });
+      return new OnnxComponent(label, session);
+    } catch (err) {
+      throw new ModelLoadError(`${label}: cannot load ${file}: ${(err as Error).message}`);
+    }
+  }
+
+  has(input: string): boolean {
+    return this.inputs.has(input);
+  }
+
+  input(name: string): TensorSignature {
+    const sig = this.inputs.get(name);
+    if (!sig) throw new ModelLoadError(`${this.label}: expected an input named "${name}", found ${[...this.inputs.keys()].join(', ')}`);
+    return sig;
+  }
+
+  /** The first output of `names` that exists (exporters disagree on names), else the first output. */
+  outputName(...names: string[]): string {
+    for (const name of names) if (this.outputs.has(name)) return name;
+    const first = this.outputs.keys().next();
+    if (first.done) throw new ModelLoadError(`${this.label}: the model has no outputs`);
+    return first.value;
+  }
+
+  /** Float data for a float input, in that input's dtype (float32 or float16). */
+  floatTensor(name: string, data: Float32Array, dims: readonly number[]): ort.Tensor {
+    const type = this.input(name).type;
+    if (type === 'float16') return new ort.Tensor('float16', float32ToFloat16(data), dims);
+    if (type === 'float32') return new ort.Tensor('float32', data, dims);
+    throw new ModelLoadError(`${this.label}: input "${name}" has type ${type}; a float type was expected`);
+  }
+
+  /** Integer data for an int32 or int64 input (token ids, timesteps). */
+  intTensor(name: string, values: ArrayLike<number>, dims: readonly number[]): ort.Tensor {
+    const type = this.input(name).type;
+    if (type === 'int64') return new ort.Tensor('int64', BigInt64Array.from(Array.from(values), BigInt), dims);
+    if (type === 'int32') return new ort.Tensor('int32', Int32Array.from(values), dims);
+    if (type === 'float32' || type === 'float16') return this.floatTensor(name, Float32Array.from(values), dims);
+    throw new ModelLoadError(`${this.label}: input "${name}" has type ${type}; an integer type was expected`);
+  }
+
+  async run(feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.ReturnType> {
+    return this.session.run(feeds);
+  }
+
+  static toFloat32(tensor: ort.Tensor): FloatOutput {
+    if (tensor.type === 'float32') return { data: tensor.data as Float32Array, dims: tensor.dims };
+    if (tensor.type === 'float16') return { data: float16ToFloat32(tensor.data as Uint16Array), dims: tensor.dims };
+    throw new ModelLoadError(`output of type ${tensor.type}; a float type was expected`);
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+function signatures(metadata: readonly ort.InferenceSession.ValueMetadata[]): Map<string, TensorSignature> {
+  const out = new Map<string, TensorSignature>();
+  for (const meta of metadata) {
+    if (!meta.isTensor) continue;
+    out.set(meta.name, { name: meta.name, type: meta.type, shape: meta.shape });
+  }
+  return out;
+}

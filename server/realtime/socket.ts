@@ -1,0 +1,107 @@
+// The /v1/realtime WebSocket route: wires uWebSockets.js callbacks to one RealtimeSession per
+// socket. Every uWS limit is set explicitly here.
+import uWS, { type TemplatedApp, type WebSocket } from 'uWebSockets.js';
+import { encodeMessage } from '../../shared/codec.js';
+import { CloseCode, PROTOCOL_VERSION, REALTIME_PATH, type Limits, type ModelInfo } from '../../shared/protocol.js';
+import type { ServerConfig } from '../config.js';
+import type { Logger } from '../logger.js';
+import type { Scheduler } from './scheduler.js';
+import { RealtimeSession } from './session.js';
+
+interface SocketData {
+  session?: RealtimeSession;
+  closed: boolean;
+  remote: string;
+}
+
+export interface RealtimeDeps {
+  config: ServerConfig;
+  scheduler: Scheduler;
+  logger: Logger;
+  isReady(): boolean;
+  model(): ModelInfo | undefined;
+  limits(): Limits;
+}
+
+export interface RealtimeStats {
+  connections: number;
+}
+
+export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): RealtimeStats {
+  const stats: RealtimeStats = { connections: 0 };
+  const { config, logger } = deps;
+
+  app.ws<SocketData>(REALTIME_PATH, {
+    compression: uWS.DISABLED, // images are already compressed
+    // uWS drops a socket over maxPayloadLength without a close frame, so the documented limit is
+    // enforced below with a proper 1009 close, and uWS's own limit only stops what is far over it.
+    maxPayloadLength: 2 * config.limits.maxMessageBytes,
+    maxBackpressure: config.maxBackpressureBytes,
+    // Slow readers are handled by dropping previews, not by uWS closing the socket.
+    closeOnBackpressureLimit: 0,
+    idleTimeout: config.limits.idleTimeoutSeconds,
+    sendPingsAutomatically: true,
+
+    upgrade: (res, req, context) => {
+      // Headers must be read before returning: req is stack-allocated by uWS.
+      const key = req.getHeader('sec-websocket-key');
+      const protocol = req.getHeader('sec-websocket-protocol');
+      const extensions = req.getHeader('sec-websocket-extensions');
+      if (!deps.isReady()) {
+        res.cork(() => {
+          res.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').end('model loading');
+        });
+        return;
+      }
+      const remote = Buffer.from(res.getRemoteAddressAsText()).toString();
+      res.cork(() => {
+        res.upgrade<SocketData>({ closed: false, remote }, key, protocol, extensions, context);
+      });
+    },
+
+    open: (ws) => {
+      stats.connections++;
+      const data = ws.getUserData();
+      const model = deps.model()!;
+      const sink = {
+        send: (bytes: Uint8Array) => {
+          if (data.closed) return false;
+          // Sends from worker callbacks happen outside uWS handlers: cork to flush in one syscall.
+          ws.cork(() => ws.send(bytes, true, false));
+          return true;
+        },
+        bufferedAmount: () => (data.closed ? 0 : ws.getBufferedAmount()),
+      };
+      data.session = new RealtimeSession(sink, deps.scheduler, {
+        limits: deps.limits(),
+        model,
+        previewBackpressureBytes: config.previewBackpressureBytes,
+        previewJpegQuality: config.previewJpegQuality,
+        frameJpegQuality: config.frameJpegQuality,
+        isReady: deps.isReady,
+      }, logger);
+      ws.send(encodeMessage({ type: 'hello', protocol: PROTOCOL_VERSION, model, limits: deps.limits() }), true, false);
+      logger.debug({ remote: data.remote }, 'session opened');
+    },
+
+    message: (ws: WebSocket<SocketData>, message, isBinary) => {
+      const session = ws.getUserData().session;
+      if (!session) return;
+      if (message.byteLength > config.limits.maxMessageBytes) {
+        ws.end(CloseCode.MessageTooBig, 'message too big');
+        return;
+      }
+      // The ArrayBuffer is only valid during this callback; the codec copies binary fields out.
+      session.handleBytes(new Uint8Array(message), isBinary);
+    },
+
+    close: (ws, code) => {
+      stats.connections--;
+      const data = ws.getUserData();
+      data.closed = true;
+      data.session?.close();
+      logger.debug({ remote: data.remote, code }, 'session closed');
+    },
+  });
+  return stats;
+}

@@ -1,0 +1,77 @@
+// Starts the real server (dist/server/main.js) as a child process on a free port and waits until
+// its model is warmed up, reading the JSON log lines it prints.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+const MAIN = fileURLToPath(new URL('../../server/main.js', import.meta.url));
+
+export interface ServerProcess {
+  port: number;
+  wsUrl: string;
+  httpUrl: string;
+  proc: ChildProcess;
+  logs: Record<string, unknown>[];
+  stop(): Promise<void>;
+}
+
+export async function startServerProcess(
+  args: string[] = [],
+  options: { waitReady?: boolean; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<ServerProcess> {
+  const { waitReady = true, timeoutMs = 60_000 } = options;
+  const proc = spawn(process.execPath, [MAIN, '--port', '0', '--threads', '2', ...args], {
+    env: { ...process.env, LOG_LEVEL: 'info', ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Record<string, unknown>[] = [];
+  let stderr = '';
+  proc.stderr!.on('data', (chunk) => (stderr += chunk));
+  const lines = createInterface({ input: proc.stdout! });
+
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start in ${timeoutMs} ms\n${stderr}`)), timeoutMs);
+    let listening = 0;
+    lines.on('line', (line) => {
+      let entry: Record<string, unknown>;
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        return;
+      }
+      logs.push(entry);
+      if (entry.msg === 'listening') {
+        listening = entry.port as number;
+        if (!waitReady) done(listening);
+      }
+      if (entry.msg === 'model ready' && listening) done(listening);
+      if (entry.msg === 'model failed to load') fail(new Error(`model failed to load: ${entry.err}`));
+    });
+    proc.once('exit', (code) => fail(new Error(`server exited with ${code} before it was ready\n${stderr}`)));
+    function done(p: number) {
+      clearTimeout(timer);
+      resolve(p);
+    }
+    function fail(err: Error) {
+      clearTimeout(timer);
+      reject(err);
+    }
+  });
+
+  return {
+    port,
+    wsUrl: `ws://127.0.0.1:${port}/v1/realtime`,
+    httpUrl: `http://127.0.0.1:${port}`,
+    proc,
+    logs,
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const exited = once(proc, 'exit');
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
