@@ -20,7 +20,7 @@ export interface RunningServer {
 
 export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
   const engine = new InferenceEngine(
-    { modelDir: config.modelDir, device: config.device, threads: config.threads },
+    { modelDir: config.modelDir, device: config.device, threads: config.threads, spinning: config.spinning },
     logger,
   );
   const scheduler = new Scheduler(engine);

@@ -15,6 +15,8 @@ export interface ServerConfig {
   device: Device;
   /** onnxruntime intra-op threads for the inference worker. */
   threads: number;
+  /** onnxruntime intra-op threads busy-wait between parallel sections (off: they yield the core). */
+  spinning: boolean;
   logLevel: string;
   logPretty: boolean;
   /** Bytes buffered for a slow reader above which previews are skipped (finals are always sent). */
@@ -42,7 +44,7 @@ const FLAGS = {
   '--max-size': 'maxSize',
   '--idle-timeout': 'idleTimeout',
 } as const;
-const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty' } as const;
+const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty', '--spinning': 'spinning' } as const;
 
 type FlagName = (typeof FLAGS)[keyof typeof FLAGS] | (typeof BOOLEAN_FLAGS)[keyof typeof BOOLEAN_FLAGS];
 
@@ -52,6 +54,7 @@ export const USAGE = `Usage: npm start -- [options]
   --model DIR          diffusers/optimum ONNX model folder (default: embedded model; env MODEL)
   --device cpu         execution provider (env DEVICE)
   --threads N          inference threads (default: all cores; env THREADS)
+  --spinning           let inference threads busy-wait (faster on dedicated many-core hosts only)
   --max-steps N        largest accepted step count (default 8)
   --max-size N         largest accepted width/height in pixels (default 1024)
   --idle-timeout S     close sockets silent for S seconds, a multiple of 4 (default 120)
@@ -103,6 +106,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     modelDir: path.resolve(flags.model ?? env.MODEL ?? DEFAULT_MODEL_DIR),
     device,
     threads: integer('--threads', flags.threads ?? env.THREADS, availableParallelism(), 1, 256),
+    spinning: truthy(flags.spinning),
     logLevel: flags.logLevel ?? env.LOG_LEVEL ?? 'info',
     logPretty: truthy(flags.logPretty ?? env.LOG_PRETTY),
     previewBackpressureBytes: 256 * 1024,

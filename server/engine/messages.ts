@@ -6,6 +6,7 @@ export interface LoadOptions {
   modelDir: string;
   device: string;
   threads: number;
+  spinning: boolean;
 }
 
 /** One generation as the worker sees it: already validated and with its image decoded to RGB. */

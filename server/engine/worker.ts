@@ -21,6 +21,7 @@ async function load(options: LoadOptions): Promise<void> {
     pipeline = await DiffusionPipeline.load(options.modelDir, options.device, {
       executionProviders: [options.device],
       threads: options.threads,
+      spinning: options.spinning,
     });
     const warmupMs = await pipeline.warmup();
     post({ kind: 'ready', info: pipeline.info, warmupMs });
