@@ -1,6 +1,7 @@
 // Messages between the uWS thread and the inference worker. Pixel buffers move (transfer) rather
 // than copy; everything else is small.
 import type { ModelInfo } from '../../shared/protocol.js';
+import type { GenerateRequest } from '../pipeline/pipeline.js';
 
 export interface LoadOptions {
   modelDir: string;
@@ -9,19 +10,9 @@ export interface LoadOptions {
   spinning: boolean;
 }
 
-/** One generation as the worker sees it: already validated and with its image decoded to RGB. */
-export interface JobSpec {
+/** One generation as the worker sees it: validated, defaulted, its image decoded to RGB. */
+export interface JobSpec extends GenerateRequest {
   jobId: number;
-  prompt: string;
-  steps: number;
-  /** Image-to-image strength; ignored without `image`. */
-  strength: number;
-  seed: number;
-  width: number;
-  height: number;
-  previews: boolean;
-  /** Interleaved RGB, width x height x 3, for image-to-image. */
-  image?: Uint8Array;
 }
 
 export type ToWorker =
