@@ -1,17 +1,15 @@
-// Assembles the server: inference engine, scheduler, HTTP routes and the realtime socket route on
-// one uWebSockets.js app.
+// Assembles the server: the realtime hub (engine, scheduler, sessions), HTTP routes and the socket
+// route on one uWebSockets.js app.
 import uWS from 'uWebSockets.js';
-import type { Limits, ModelInfo } from '../shared/protocol.js';
 import type { ServerConfig } from './config.js';
-import { InferenceEngine } from './engine/engine.js';
 import { registerRoutes } from './http/routes.js';
 import type { Logger } from './logger.js';
+import { createRealtimeHub, type RealtimeHub } from './realtime/hub.js';
 import { registerRealtime, type RealtimeStats } from './realtime/socket.js';
-import { Scheduler } from './realtime/scheduler.js';
 
 export interface RunningServer {
   port: number;
-  engine: InferenceEngine;
+  hub: RealtimeHub;
   stats: RealtimeStats;
   /** Resolves once the model is loaded and warmed up. */
   ready: Promise<void>;
@@ -19,32 +17,10 @@ export interface RunningServer {
 }
 
 export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
-  const engine = new InferenceEngine(
-    { modelDir: config.modelDir, device: config.device, threads: config.threads, spinning: config.spinning },
-    logger,
-  );
-  const scheduler = new Scheduler(engine);
-
-  // The model decides the size multiple and its own step range; the operator's limits cap them.
-  const model = (): ModelInfo | undefined => {
-    const info = engine.info;
-    if (!info) return undefined;
-    return { ...info, maxSteps: Math.min(info.maxSteps, config.limits.maxSteps) };
-  };
-  const limits = (): Limits => {
-    const info = engine.info;
-    if (!info) return config.limits;
-    return {
-      ...config.limits,
-      sizeMultiple: Math.max(config.limits.sizeMultiple, info.sizeMultiple),
-      maxSteps: Math.min(info.maxSteps, config.limits.maxSteps),
-    };
-  };
-  const isReady = () => engine.ready;
-
+  const hub = createRealtimeHub(config, logger);
   const app = uWS.App();
-  const stats = registerRealtime(app, { config, scheduler, logger, isReady, model, limits });
-  registerRoutes(app, { isReady, model, limits });
+  const stats = registerRealtime(app, { config, hub, logger });
+  registerRoutes(app, hub);
 
   const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
     app.listen(config.host, config.port, (socket) => {
@@ -55,23 +31,14 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
   const port = uWS.us_socket_local_port(listenSocket);
   logger.info({ host: config.host, port, url: `ws://${config.host}:${port}/v1/realtime` }, 'listening');
 
-  const ready = engine.whenReady().then(() => {
-    const info = model()!;
-    logger.info(
-      { model: info.name, size: `${info.width}x${info.height}`, scheduler: info.scheduler, previews: info.previews, img2img: info.img2img, warmupMs: Math.round(engine.warmupMs) },
-      'model ready',
-    );
-    scheduler.resume();
-  });
-
   return {
     port,
-    engine,
+    hub,
     stats,
-    ready,
+    ready: hub.ready,
     async close() {
       uWS.us_listen_socket_close(listenSocket);
-      await engine.close();
+      await hub.close();
     },
   };
 }

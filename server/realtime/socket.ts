@@ -1,12 +1,11 @@
 // The /v1/realtime WebSocket route: wires uWebSockets.js callbacks to one RealtimeSession per
 // socket. Every uWS limit is set explicitly here.
 import uWS, { type TemplatedApp, type WebSocket } from 'uWebSockets.js';
-import { encodeMessage } from '../../shared/codec.js';
-import { CloseCode, PROTOCOL_VERSION, REALTIME_PATH, type Limits, type ModelInfo } from '../../shared/protocol.js';
+import { CloseCode, REALTIME_PATH } from '../../shared/protocol.js';
 import type { ServerConfig } from '../config.js';
 import type { Logger } from '../logger.js';
-import type { Scheduler } from './scheduler.js';
-import { RealtimeSession } from './session.js';
+import type { RealtimeHub } from './hub.js';
+import type { RealtimeSession } from './session.js';
 
 interface SocketData {
   session?: RealtimeSession;
@@ -16,11 +15,8 @@ interface SocketData {
 
 export interface RealtimeDeps {
   config: ServerConfig;
-  scheduler: Scheduler;
+  hub: RealtimeHub;
   logger: Logger;
-  isReady(): boolean;
-  model(): ModelInfo | undefined;
-  limits(): Limits;
 }
 
 export interface RealtimeStats {
@@ -29,8 +25,7 @@ export interface RealtimeStats {
 
 export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): RealtimeStats {
   const stats: RealtimeStats = { connections: 0 };
-  const { config, logger } = deps;
-
+  const { config, hub, logger } = deps;
   app.ws<SocketData>(REALTIME_PATH, {
     compression: uWS.DISABLED, // images are already compressed
     // uWS drops a socket over maxPayloadLength without a close frame, so the documented limit is
@@ -47,7 +42,7 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
       const key = req.getHeader('sec-websocket-key');
       const protocol = req.getHeader('sec-websocket-protocol');
       const extensions = req.getHeader('sec-websocket-extensions');
-      if (!deps.isReady()) {
+      if (!hub.isReady()) {
         res.cork(() => {
           res.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').end('model loading');
         });
@@ -62,7 +57,6 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
     open: (ws) => {
       stats.connections++;
       const data = ws.getUserData();
-      const model = deps.model()!;
       const sink = {
         send: (bytes: Uint8Array) => {
           if (data.closed) return false;
@@ -72,15 +66,9 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
         },
         bufferedAmount: () => (data.closed ? 0 : ws.getBufferedAmount()),
       };
-      data.session = new RealtimeSession(sink, deps.scheduler, {
-        limits: deps.limits(),
-        model,
-        previewBackpressureBytes: config.previewBackpressureBytes,
-        previewJpegQuality: config.previewJpegQuality,
-        frameJpegQuality: config.frameJpegQuality,
-        isReady: deps.isReady,
-      }, logger);
-      ws.send(encodeMessage({ type: 'hello', protocol: PROTOCOL_VERSION, model, limits: deps.limits() }), true, false);
+      const { session, hello } = hub.openSession(sink);
+      data.session = session;
+      ws.send(hello, true, false);
       logger.debug({ remote: data.remote }, 'session opened');
     },
 
