@@ -19,8 +19,16 @@ export interface ServerConfig {
   spinning: boolean;
   logLevel: string;
   logPretty: boolean;
-  /** Bytes buffered for a slow reader above which previews are skipped (finals are always sent). */
+  /** Requests stepped together in one UNet call (1 = no batching). */
+  maxBatch: number;
+  /** Open sessions at most; further upgrades get 503 with Retry-After. */
+  maxSessions: number;
+  /** Bytes buffered for a reader above which previews are dropped. */
   previewBackpressureBytes: number;
+  /** Bytes buffered above which final frames are held back (latest wins) until the socket drains. */
+  frameBackpressureBytes: number;
+  /** A reader that stays above frameBackpressureBytes this long is closed (CloseCode.SlowReader). */
+  slowReaderMs: number;
   /** Hard per-socket buffer limit passed to uWebSockets.js. */
   maxBackpressureBytes: number;
   previewJpegQuality: number;
@@ -43,6 +51,11 @@ const FLAGS = {
   '--max-steps': 'maxSteps',
   '--max-size': 'maxSize',
   '--idle-timeout': 'idleTimeout',
+  '--max-batch': 'maxBatch',
+  '--max-sessions': 'maxSessions',
+  '--rate-limit': 'rateLimit',
+  '--skip-threshold': 'skipThreshold',
+  '--slow-reader-timeout': 'slowReaderTimeout',
 } as const;
 const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty', '--spinning': 'spinning' } as const;
 
@@ -58,6 +71,11 @@ export const USAGE = `Usage: npm start -- [options]
   --max-steps N        largest accepted step count (default 8)
   --max-size N         largest accepted width/height in pixels (default 1024)
   --idle-timeout S     close sockets silent for S seconds, a multiple of 4 (default 120)
+  --max-batch N        requests stepped together in one UNet call, 1 = off (default 4)
+  --max-sessions N     open sessions at most; more get HTTP 503 (default 256)
+  --rate-limit N       generate messages per second per session, burst N (default 60)
+  --skip-threshold D   skip image-to-image frames differing from the last by less than D (0-255 mean; 0 = off; default 1.5)
+  --slow-reader-timeout S  close readers whose send buffer stays full this many seconds (default 10)
   --log-level LEVEL    pino level (default info; env LOG_LEVEL)
   --log-pretty         human-readable logs (env LOG_PRETTY=1)`;
 
@@ -100,6 +118,11 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
   const idleTimeoutSeconds = integer('--idle-timeout', flags.idleTimeout, 120, 8, 960);
   if (idleTimeoutSeconds % 4 !== 0) throw new ConfigError('--idle-timeout must be a multiple of 4 seconds');
   const maxImageBytes = 8 * 1024 * 1024;
+  const rateLimit = integer('--rate-limit', flags.rateLimit, 60, 1, 10_000);
+  const skipThreshold = Number(flags.skipThreshold ?? 1.5);
+  if (!Number.isFinite(skipThreshold) || skipThreshold < 0 || skipThreshold > 255) {
+    throw new ConfigError(`--skip-threshold must be a number from 0 to 255, got "${flags.skipThreshold}"`);
+  }
   return {
     host: flags.host ?? env.HOST ?? '127.0.0.1',
     port: integer('--port', flags.port ?? env.PORT, 8080, 0, 65535),
@@ -109,7 +132,11 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     spinning: truthy(flags.spinning),
     logLevel: flags.logLevel ?? env.LOG_LEVEL ?? 'info',
     logPretty: truthy(flags.logPretty ?? env.LOG_PRETTY),
+    maxBatch: integer('--max-batch', flags.maxBatch, 4, 1, 64),
+    maxSessions: integer('--max-sessions', flags.maxSessions, 256, 1, 100_000),
     previewBackpressureBytes: 256 * 1024,
+    frameBackpressureBytes: 1024 * 1024,
+    slowReaderMs: 1000 * integer('--slow-reader-timeout', flags.slowReaderTimeout, 10, 1, 3600),
     maxBackpressureBytes: 16 * 1024 * 1024,
     previewJpegQuality: 70,
     frameJpegQuality: 90,
@@ -127,6 +154,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
       maxSteps: integer('--max-steps', flags.maxSteps, 8, 1, 100),
       maxPendingPerSession: 1,
       idleTimeoutSeconds,
+      maxRequestsPerSecond: rateLimit,
+      requestBurst: rateLimit,
+      similarFrameThreshold: skipThreshold,
     },
   };
 }

@@ -78,6 +78,13 @@ export interface Limits {
   /** Requests held per connection besides the running one (latest wins). */
   maxPendingPerSession: number;
   idleTimeoutSeconds: number;
+  /** Sustained `generate` messages per second per connection; more get `rate_limited`. */
+  maxRequestsPerSecond: number;
+  /** How many `generate` messages may arrive at once before the rate applies. */
+  requestBurst: number;
+  /** Image-to-image inputs whose mean absolute pixel difference from the connection's previous
+   * input (same parameters) is below this, on a 0-255 scale, are answered `skipped`; 0 = never. */
+  similarFrameThreshold: number;
 }
 
 export interface HelloMessage {
@@ -110,6 +117,8 @@ export interface Timings {
   vaeEncoder: number;
   /** One entry per denoising step: UNet plus sampler update (preview excluded). */
   steps: number[];
+  /** For each step, how many requests shared its UNet call (step-level batching). */
+  batchSizes: number[];
   /** Preview decoding, summed over steps. */
   previews: number;
   /** VAE decoder. */
@@ -136,6 +145,15 @@ export interface SupersededMessage {
   id: RequestId;
 }
 
+/** The request was not run: its input image is nearly identical to the previous one (`sameAs`),
+ * whose frame the client already has or is about to get. */
+export interface SkippedMessage {
+  type: 'skipped';
+  id: RequestId;
+  reason: 'similar_frame';
+  sameAs: RequestId;
+}
+
 export interface CancelledMessage {
   type: 'cancelled';
   id: RequestId;
@@ -153,6 +171,7 @@ export type ServerMessage =
   | PreviewMessage
   | FrameMessage
   | SupersededMessage
+  | SkippedMessage
   | CancelledMessage
   | ErrorMessage;
 
@@ -180,6 +199,8 @@ export const ErrorCode = {
   DuplicateId: 'duplicate_id',
   /** `cancel` named an id that is neither running nor pending. */
   UnknownRequest: 'unknown_request',
+  /** More `generate` messages than `limits.maxRequestsPerSecond` allows; the request was dropped. */
+  RateLimited: 'rate_limited',
   /** The model is still loading. */
   NotReady: 'not_ready',
   /** Inference failed; the connection and server keep working. */
@@ -193,4 +214,6 @@ export const CloseCode = {
   GoingAway: 1001,
   /** Message larger than `limits.maxMessageBytes`. (Past twice that, the socket is dropped unannounced: 1006.) */
   MessageTooBig: 1009,
+  /** The client read too slowly: its send buffer stayed over the limit for the slow-reader timeout. */
+  SlowReader: 4001,
 } as const;

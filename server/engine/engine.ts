@@ -29,6 +29,8 @@ export class InferenceEngine {
   constructor(
     private readonly options: LoadOptions,
     private readonly logger: Logger,
+    /** Each UNet call's batch size and duration, for metrics. */
+    private readonly onUnetCall: (batchSize: number, ms: number) => void = () => {},
   ) {
     this.spawn();
   }
@@ -81,6 +83,9 @@ export class InferenceEngine {
         return;
       case 'load-failed':
         for (const waiter of this.readyWaiters.splice(0)) waiter.reject(new Error(message.message));
+        return;
+      case 'unet-call':
+        this.onUnetCall(message.batchSize, message.ms);
         return;
     }
     const listener = this.jobs.get(message.jobId);

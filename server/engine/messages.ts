@@ -1,13 +1,15 @@
 // Messages between the uWS thread and the inference worker. Pixel buffers move (transfer) rather
 // than copy; everything else is small.
 import type { ModelInfo } from '../../shared/protocol.js';
-import type { GenerateRequest } from '../pipeline/pipeline.js';
+import type { GenerateRequest } from '../pipeline/generation.js';
 
 export interface LoadOptions {
   modelDir: string;
   device: string;
   threads: number;
   spinning: boolean;
+  /** Requests active in the worker at once, and so the largest UNet batch. */
+  maxBatch: number;
 }
 
 /** One generation as the worker sees it: validated, defaulted, its image decoded to RGB. */
@@ -27,6 +29,8 @@ export interface WorkerTimings {
   steps: number[];
   previews: number;
   decode: number;
+  /** Batch size of the UNet call of each step. */
+  batchSizes: number[];
 }
 
 export interface RgbImage {
@@ -43,4 +47,5 @@ export type FromWorker =
   | { kind: 'preview'; jobId: number; step: number; steps: number; image: RgbImage }
   | { kind: 'done'; jobId: number; image: RgbImage; timings: WorkerTimings }
   | { kind: 'cancelled'; jobId: number }
-  | { kind: 'failed'; jobId: number; message: string; invalidInput: boolean };
+  | { kind: 'failed'; jobId: number; message: string; invalidInput: boolean }
+  | { kind: 'unet-call'; batchSize: number; ms: number };

@@ -1,11 +1,13 @@
-// Plain HTTP endpoints. All answer synchronously from memory, so none needs onAborted handling.
+// Plain HTTP endpoints. All but /metrics answer synchronously from memory, so they need no onAborted handling.
 import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { PROTOCOL_VERSION, REALTIME_PATH, type Limits, type ModelInfo } from '../../shared/protocol.js';
+import type { ServerMetrics } from '../metrics.js';
 
 export interface RouteState {
   isReady(): boolean;
   model(): ModelInfo | undefined;
   limits(): Limits;
+  metrics: ServerMetrics;
 }
 
 export function sendJson(res: HttpResponse, status: string, body: unknown, headers: Record<string, string> = {}): void {
@@ -34,6 +36,21 @@ export function registerRoutes(app: TemplatedApp, state: RouteState): void {
       return;
     }
     sendJson(res, '200 OK', { protocol: PROTOCOL_VERSION, endpoint: REALTIME_PATH, models: [model], limits: state.limits() });
+  });
+
+  // Prometheus scrape endpoint; prom-client renders asynchronously, so the response may be gone.
+  app.get('/metrics', (res) => {
+    let aborted = false;
+    res.onAborted(() => (aborted = true));
+    state.metrics.text().then(
+      (text) => {
+        if (aborted) return;
+        res.cork(() => res.writeHeader('content-type', state.metrics.contentType).end(text));
+      },
+      () => {
+        if (!aborted) res.cork(() => res.writeStatus('500 Internal Server Error').end());
+      },
+    );
   });
 
   app.any('/*', (res) => sendJson(res, '404 Not Found', { error: 'not found' }));

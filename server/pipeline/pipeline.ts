@@ -1,28 +1,27 @@
-// One text-to-image or image-to-image generation: tokenize, encode text, (encode image), run the
-// few-step sampler with a preview after each step, decode. Runs wherever it is called from; the
-// server calls it inside the inference worker because onnxruntime-node's run() blocks its thread.
+// The diffusion pipeline as batched primitives over generation states: encode text, prepare
+// latents (encoding the image for image-to-image), one denoising step, previews, final decode.
+// Each primitive runs one model call per group of compatible states, so the worker can batch the
+// next step of several requests. `generate()` runs one request start to finish on the same code.
 import { performance } from 'node:perf_hooks';
 import type { ModelInfo } from '../../shared/protocol.js';
-import type { RgbImage, WorkerTimings } from '../engine/messages.js';
+import {
+  concatBatch,
+  createGenerationState,
+  groupForBatch,
+  isFinished,
+  sliceBatch,
+  type GenerateRequest,
+  type GenerationState,
+  type RgbImage,
+  type WorkerTimings,
+} from './generation.js';
 import { planarToRgb, projectLatentsToRgb, rgbToPlanar } from './image-tensors.js';
 import { loadModel, type LoadedModel } from './model-loader.js';
 import { OnnxComponent, type SessionSettings } from './onnx-component.js';
-import { GaussianRng } from './rng.js';
 import { createSampler, guidanceScaleEmbedding } from './schedulers.js';
 import { TextEmbeddingCache } from './text-embedding-cache.js';
 
-export interface GenerateRequest {
-  prompt: string;
-  steps: number;
-  /** Image-to-image strength in (0, 1]; ignored without `image`. */
-  strength: number;
-  seed: number;
-  width: number;
-  height: number;
-  previews: boolean;
-  /** Interleaved RGB of exactly width x height, for image-to-image. */
-  image?: Uint8Array;
-}
+export type { GenerateRequest, GenerationState };
 
 export interface GenerateHooks {
   /** Called after every step with the preview image (only when the request asks for previews). */
@@ -47,16 +46,17 @@ const LCM_GUIDANCE_SCALE = 8.5;
 const MAX_STEPS = 50;
 
 /** Lets queued worker messages (a cancel) run between steps. */
-const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(resolve));
+export const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class DiffusionPipeline {
-  private readonly embeddings: TextEmbeddingCache;
+  private readonly embeddings = new TextEmbeddingCache(256);
+  private readonly timestepCond: Float32Array | undefined;
 
   private constructor(
     readonly model: LoadedModel,
     readonly device: string,
   ) {
-    this.embeddings = new TextEmbeddingCache(64);
+    this.timestepCond = model.timestepCondDim > 0 ? guidanceScaleEmbedding(LCM_GUIDANCE_SCALE - 1, model.timestepCondDim) : undefined;
   }
 
   static async load(dir: string, device: string, settings: SessionSettings): Promise<DiffusionPipeline> {
@@ -88,125 +88,178 @@ export class DiffusionPipeline {
     const size = this.info.width;
     const request: GenerateRequest = { prompt: 'warm up', steps: 2, strength: 1, seed: 0, width: size, height: size, previews: true };
     await this.generate(request, {});
-    if (this.model.vaeEncoder) {
-      await this.generate({ ...request, image: new Uint8Array(size * size * 3).fill(128), strength: 1 }, {});
-    }
+    if (this.model.vaeEncoder) await this.generate({ ...request, image: new Uint8Array(size * size * 3).fill(128) }, {});
     this.embeddings.clear();
     return performance.now() - started;
   }
 
-  async generate(request: GenerateRequest, hooks: GenerateHooks): Promise<GenerateResult> {
-    const m = this.model;
-    const latentW = request.width / m.vaeFactor;
-    const latentH = request.height / m.vaeFactor;
-    const latentDims = [1, m.latentChannels, latentH, latentW];
-    const latentSize = m.latentChannels * latentW * latentH;
-    const timings: WorkerTimings = { textEncoder: 0, vaeEncoder: 0, steps: [], previews: 0, decode: 0 };
-    const rng = new GaussianRng(request.seed);
+  /** Throws RangeError when steps and strength leave the sampler nothing to run. */
+  createState(request: GenerateRequest): GenerationState {
+    const sampler = createSampler(this.model.scheduler, request.steps, request.image ? request.strength : 1);
+    return createGenerationState(request, sampler, this.model.vaeFactor, this.model.latentChannels);
+  }
 
-    let t0 = performance.now();
-    const hidden = await this.encodePrompt(request.prompt);
-    timings.textEncoder = performance.now() - t0;
-
-    const strength = request.image ? request.strength : 1;
-    // Throws RangeError when steps and strength leave nothing to run.
-    const sampler = createSampler(m.scheduler, request.steps, strength);
-    let imageLatents: Float32Array | undefined;
-    if (request.image) {
-      t0 = performance.now();
-      imageLatents = await this.encodeImage(request.image, request.width, request.height, latentSize);
-      timings.vaeEncoder = performance.now() - t0;
+  /** Encodes the prompts of states that have none yet: cached ones skip the model, the rest share one call. */
+  async encodeText(states: readonly GenerationState[]): Promise<void> {
+    const missing = new Map<string, GenerationState[]>();
+    for (const state of states) {
+      if (state.hidden) continue;
+      const cached = this.embeddings.get(state.request.prompt);
+      if (cached) state.hidden = cached;
+      else missing.set(state.request.prompt, [...(missing.get(state.request.prompt) ?? []), state]);
     }
+    if (missing.size === 0) return;
+    const m = this.model;
+    const prompts = [...missing.keys()];
+    const t0 = performance.now();
+    const ids = prompts.map((p) => m.tokenizer.encode(p).ids);
+    const seq = ids[0].length;
+    const flat = new Int32Array(seq * ids.length);
+    ids.forEach((row, i) => flat.set(row, i * seq));
+    const outputs = await m.textEncoder.run({ input_ids: m.textEncoder.intTensor('input_ids', flat, [ids.length, seq]) });
+    const hidden = OnnxComponent.toFloat32(outputs[m.hiddenStateOutput]);
+    const elapsed = performance.now() - t0;
+    prompts.forEach((prompt, i) => {
+      const entry = { data: sliceBatch(hidden.data, prompts.length, i), dims: [1, ...hidden.dims.slice(1)] };
+      this.embeddings.set(prompt, entry);
+      for (const state of missing.get(prompt)!) {
+        state.hidden = entry;
+        state.timings.textEncoder = elapsed;
+      }
+    });
+  }
 
-    let latents = sampler.initLatents(rng.gaussian(latentSize), imageLatents);
-    const hiddenTensor = m.unet.floatTensor('encoder_hidden_states', hidden.data, hidden.dims);
-    const timestepCond =
-      m.timestepCondDim > 0
-        ? m.unet.floatTensor('timestep_cond', guidanceScaleEmbedding(LCM_GUIDANCE_SCALE - 1, m.timestepCondDim), [1, m.timestepCondDim])
-        : undefined;
-    const steps = sampler.timesteps.length;
+  /** Starting latents: noise for text-to-image; the encoded image plus noise for image-to-image. */
+  async prepareLatents(states: readonly GenerationState[]): Promise<void> {
+    const m = this.model;
+    const withImage = states.filter((s) => s.request.image && !s.latents);
+    for (const group of groupForBatch(withImage)) {
+      const { request } = group[0];
+      const t0 = performance.now();
+      const encoder = m.vaeEncoder!;
+      const pixels = concatBatch(group.map((s) => rgbToPlanar(s.request.image!, request.width, request.height)));
+      const input = encoder.floatTensor('sample', pixels, [group.length, 3, request.height, request.width]);
+      const out = OnnxComponent.toFloat32((await encoder.run({ sample: input }))[m.vaeEncoderOutput]);
+      const elapsed = performance.now() - t0;
+      group.forEach((state, i) => {
+        // latent_parameters holds mean | logvar per sample: the mean (first half) is the latent.
+        const perSample = out.data.length / group.length;
+        const latents = new Float32Array(state.latentSize);
+        for (let k = 0; k < state.latentSize; k++) latents[k] = out.data[i * perSample + k] * m.vaeScale;
+        state.latents = state.sampler.initLatents(state.rng.gaussian(state.latentSize), latents);
+        state.timings.vaeEncoder = elapsed;
+      });
+    }
+    for (const state of states) {
+      if (!state.latents) state.latents = state.sampler.initLatents(state.rng.gaussian(state.latentSize));
+    }
+  }
 
-    for (let i = 0; i < steps; i++) {
+  /**
+   * One denoising step for every state (all the same latent size, see groupForBatch) in one UNet
+   * call; each state may be at a different timestep. Returns each state's predicted clean latent.
+   */
+  async step(states: readonly GenerationState[]): Promise<Float32Array[]> {
+    const m = this.model;
+    const batch = states.length;
+    const { latentW, latentH } = states[0];
+    const t0 = performance.now();
+    const scaled = concatBatch(states.map((s) => s.sampler.scaleModelInput(s.latents!, s.stepIndex)));
+    const timesteps = states.map((s) => s.sampler.timesteps[s.stepIndex]);
+    const hidden = states[0].hidden!;
+    const feeds = {
+      sample: m.unet.floatTensor('sample', scaled, [batch, m.latentChannels, latentH, latentW]),
+      timestep: this.timestepTensor(timesteps),
+      encoder_hidden_states: m.unet.floatTensor('encoder_hidden_states', concatBatch(states.map((s) => s.hidden!.data)), [batch, ...hidden.dims.slice(1)]),
+      ...(this.timestepCond
+        ? { timestep_cond: m.unet.floatTensor('timestep_cond', concatBatch(states.map(() => this.timestepCond!)), [batch, this.timestepCond.length]) }
+        : {}),
+    };
+    const outputs = await m.unet.run(feeds);
+    const noise = OnnxComponent.toFloat32(outputs[m.unet.outputName('out_sample')]).data;
+    const predictions = states.map((state, i) => {
+      const out = state.sampler.step(state.latents!, sliceBatch(noise, batch, i), state.stepIndex, () => state.rng.gaussian(state.latentSize));
+      state.latents = out.prevSample;
+      state.stepIndex++;
+      return out.predOriginal;
+    });
+    const elapsed = performance.now() - t0;
+    for (const state of states) {
+      state.timings.steps.push(elapsed);
+      state.timings.batchSizes.push(batch);
+    }
+    return predictions;
+  }
+
+  /** Preview images of predicted clean latents: the tiny decoder in one call, or the linear projection. */
+  async previews(states: readonly GenerationState[], predictions: readonly Float32Array[]): Promise<RgbImage[]> {
+    const m = this.model;
+    const t0 = performance.now();
+    let images: RgbImage[];
+    if (!m.previewDecoder) {
+      images = states.map((s, i) => ({ rgb: projectLatentsToRgb(predictions[i], m.latentChannels, s.latentW, s.latentH), width: s.latentW, height: s.latentH }));
+    } else {
+      // TAESD-style decoders take the diffusion latents as they are (no VAE scale) and output [0, 1].
+      images = await this.decodeBatch(m.previewDecoder, concatBatch([...predictions]), states, 0, 1);
+    }
+    const elapsed = performance.now() - t0;
+    for (const state of states) state.timings.previews += elapsed;
+    return images;
+  }
+
+  /** Final images through the VAE decoder, one call for the group. */
+  async decode(states: readonly GenerationState[]): Promise<RgbImage[]> {
+    const m = this.model;
+    const t0 = performance.now();
+    const scaled = concatBatch(states.map((s) => s.latents!.map((v) => v / m.vaeScale)));
+    const images = await this.decodeBatch(m.vaeDecoder, scaled, states, -1, 1);
+    const elapsed = performance.now() - t0;
+    for (const state of states) state.timings.decode = elapsed;
+    return images;
+  }
+
+  /** One request start to finish (a batch of one): used by warm-up, the bench and tests. */
+  async generate(request: GenerateRequest, hooks: GenerateHooks): Promise<GenerateResult> {
+    const state = this.createState(request);
+    await this.encodeText([state]);
+    await this.prepareLatents([state]);
+    while (!isFinished(state)) {
       await yieldToEvents();
       if (hooks.isCancelled?.()) throw new CancelledError();
-      t0 = performance.now();
-      const feeds = {
-        sample: m.unet.floatTensor('sample', sampler.scaleModelInput(latents, i), latentDims),
-        timestep: this.timestepTensor(sampler.timesteps[i]),
-        encoder_hidden_states: hiddenTensor,
-        ...(timestepCond ? { timestep_cond: timestepCond } : {}),
-      };
-      const outputs = await m.unet.run(feeds);
-      const noisePred = OnnxComponent.toFloat32(outputs[m.unet.outputName('out_sample')]).data;
-      const { prevSample, predOriginal } = sampler.step(latents, noisePred, i, () => rng.gaussian(latentSize));
-      latents = prevSample;
-      timings.steps.push(performance.now() - t0);
-
+      const [prediction] = await this.step([state]);
       if (request.previews && hooks.onPreview) {
-        t0 = performance.now();
-        const preview = await this.preview(predOriginal, latentW, latentH);
-        timings.previews += performance.now() - t0;
-        hooks.onPreview(i + 1, steps, preview);
+        const [preview] = await this.previews([state], [prediction]);
+        hooks.onPreview(state.stepIndex, state.steps, preview);
       }
     }
-
     await yieldToEvents();
     if (hooks.isCancelled?.()) throw new CancelledError();
-    t0 = performance.now();
-    const image = await this.decode(latents, latentW, latentH);
-    timings.decode = performance.now() - t0;
-    return { image, timings };
+    const [image] = await this.decode([state]);
+    return { image, timings: state.timings };
   }
 
-  private async encodePrompt(prompt: string) {
-    const cached = this.embeddings.get(prompt);
-    if (cached) return cached;
-    const m = this.model;
-    const { ids } = m.tokenizer.encode(prompt);
-    const outputs = await m.textEncoder.run({ input_ids: m.textEncoder.intTensor('input_ids', ids, [1, ids.length]) });
-    const hidden = OnnxComponent.toFloat32(outputs[m.hiddenStateOutput]);
-    // Copy: the output buffer belongs to onnxruntime and the cache outlives this run.
-    const entry = { data: Float32Array.from(hidden.data), dims: [...hidden.dims] };
-    this.embeddings.set(prompt, entry);
-    return entry;
-  }
-
-  private timestepTensor(t: number) {
+  private timestepTensor(timesteps: number[]) {
     const { unet, timestep } = this.model;
-    const dims = timestep.kind === 'scalar' ? [] : [1];
-    return timestep.integer ? unet.intTensor('timestep', [t], dims) : unet.floatTensor('timestep', Float32Array.of(t), dims);
-  }
-
-  private async encodeImage(rgb: Uint8Array, width: number, height: number, latentSize: number): Promise<Float32Array> {
-    const m = this.model;
-    const encoder = m.vaeEncoder!;
-    const pixels = encoder.floatTensor('sample', rgbToPlanar(rgb, width, height), [1, 3, height, width]);
-    const out = OnnxComponent.toFloat32((await encoder.run({ sample: pixels }))[m.vaeEncoderOutput]).data;
-    // latent_parameters holds mean | logvar: the mean is the deterministic latent.
-    const latents = new Float32Array(latentSize);
-    for (let i = 0; i < latentSize; i++) latents[i] = out[i] * m.vaeScale;
-    return latents;
-  }
-
-  private async preview(predOriginal: Float32Array, latentW: number, latentH: number): Promise<RgbImage> {
-    const m = this.model;
-    if (!m.previewDecoder) {
-      return { rgb: projectLatentsToRgb(predOriginal, m.latentChannels, latentW, latentH), width: latentW, height: latentH };
+    if (timestep.kind === 'scalar') {
+      // One timestep for the whole batch: callers group scalar-timestep models by timestep.
+      const t = timesteps[0];
+      return timestep.integer ? unet.intTensor('timestep', [t], []) : unet.floatTensor('timestep', Float32Array.of(t), []);
     }
-    // TAESD-style decoders take the diffusion latents as they are (no VAE scale) and output [0, 1].
-    const feeds = { latent_sample: m.previewDecoder.floatTensor('latent_sample', predOriginal, [1, m.latentChannels, latentH, latentW]) };
-    const out = OnnxComponent.toFloat32((await m.previewDecoder.run(feeds))[m.previewDecoder.outputName('sample')]);
-    const [, , h, w] = out.dims;
-    return { rgb: planarToRgb(out.data, w, h, 0, 1), width: w, height: h };
+    const dims = [timesteps.length];
+    return timestep.integer ? unet.intTensor('timestep', timesteps, dims) : unet.floatTensor('timestep', Float32Array.from(timesteps), dims);
   }
 
-  private async decode(latents: Float32Array, latentW: number, latentH: number): Promise<RgbImage> {
+  /** Whether two states may share a UNet call: scalar-timestep models need equal timesteps. */
+  stepBatchKey(state: GenerationState): string {
+    return this.model.timestep.kind === 'scalar' ? String(state.sampler.timesteps[state.stepIndex]) : '';
+  }
+
+  private async decodeBatch(decoder: OnnxComponent, latents: Float32Array, states: readonly GenerationState[], low: number, high: number): Promise<RgbImage[]> {
     const m = this.model;
-    const scaled = new Float32Array(latents.length);
-    for (let i = 0; i < latents.length; i++) scaled[i] = latents[i] / m.vaeScale;
-    const feeds = { latent_sample: m.vaeDecoder.floatTensor('latent_sample', scaled, [1, m.latentChannels, latentH, latentW]) };
-    const out = OnnxComponent.toFloat32((await m.vaeDecoder.run(feeds))[m.vaeDecoder.outputName('sample')]);
+    const { latentW, latentH } = states[0];
+    const feeds = { latent_sample: decoder.floatTensor('latent_sample', latents, [states.length, m.latentChannels, latentH, latentW]) };
+    const out = OnnxComponent.toFloat32((await decoder.run(feeds))[decoder.outputName('sample')]);
     const [, , h, w] = out.dims;
-    return { rgb: planarToRgb(out.data, w, h, -1, 1), width: w, height: h };
+    return states.map((_, i) => ({ rgb: planarToRgb(sliceBatch(out.data, states.length, i), w, h, low, high), width: w, height: h }));
   }
 }

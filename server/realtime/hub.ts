@@ -6,29 +6,49 @@ import { PROTOCOL_VERSION, type Limits, type ModelInfo } from '../../shared/prot
 import type { ServerConfig } from '../config.js';
 import { InferenceEngine } from '../engine/engine.js';
 import type { Logger } from '../logger.js';
+import { ServerMetrics } from '../metrics.js';
 import { Scheduler } from './scheduler.js';
 import { RealtimeSession, type SocketSink } from './session.js';
 
 export interface RealtimeHub {
   readonly engine: InferenceEngine;
   readonly scheduler: Scheduler;
+  readonly metrics: ServerMetrics;
   /** Resolves once the model is loaded and warmed up; rejects if it cannot load. */
   readonly ready: Promise<void>;
   isReady(): boolean;
   /** The served model, with the operator's step cap applied; undefined while loading. */
   model(): ModelInfo | undefined;
   limits(): Limits;
+  /** Whether another session may open (admission control); counts a refusal when not. */
+  admit(): { ok: true } | { ok: false; reason: 'loading' | 'full' };
   /** A session for a newly opened socket, and the `hello` bytes to send it first. */
   openSession(sink: SocketSink): { session: RealtimeSession; hello: Uint8Array };
+  /** The socket of a session closed. */
+  closeSession(session: RealtimeSession): void;
   close(): Promise<void>;
 }
 
 export function createRealtimeHub(config: ServerConfig, logger: Logger): RealtimeHub {
+  const sessions = new Set<RealtimeSession>();
+  const metrics = new ServerMetrics({
+    sessions: () => sessions.size,
+    pendingRequests: () => {
+      let open = 0;
+      for (const session of sessions) open += session.openRequests;
+      return open;
+    },
+  });
   const engine = new InferenceEngine(
-    { modelDir: config.modelDir, device: config.device, threads: config.threads, spinning: config.spinning },
+    { modelDir: config.modelDir, device: config.device, threads: config.threads, spinning: config.spinning, maxBatch: config.maxBatch },
     logger,
+    (batchSize, ms) => {
+      metrics.batchSize.observe(batchSize);
+      metrics.unetCallSeconds.observe(ms / 1000);
+    },
   );
-  const scheduler = new Scheduler(engine);
+  // As many requests in the worker as one UNet batch holds: the rest wait, round-robin, here.
+  const scheduler = new Scheduler(engine, config.maxBatch);
 
   // The model decides the size multiple and its own step range; the operator's limits cap them.
   const model = (): ModelInfo | undefined => {
@@ -59,10 +79,20 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
   return {
     engine,
     scheduler,
+    metrics,
     ready,
     isReady,
     model,
     limits,
+    admit() {
+      const refuse = (reason: 'loading' | 'full') => {
+        metrics.refusedConnections.inc({ reason });
+        return { ok: false as const, reason };
+      };
+      if (!isReady()) return refuse('loading');
+      if (sessions.size >= config.maxSessions) return refuse('full');
+      return { ok: true };
+    },
     openSession(sink) {
       const info = model();
       if (!info) throw new Error('openSession before the model is ready');
@@ -70,12 +100,21 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
       const session = new RealtimeSession(sink, scheduler, {
         limits: sessionLimits,
         model: info,
-        previewBackpressureBytes: config.previewBackpressureBytes,
+        outbox: {
+          previewBytes: config.previewBackpressureBytes,
+          frameBytes: config.frameBackpressureBytes,
+          slowReaderMs: config.slowReaderMs,
+        },
         previewJpegQuality: config.previewJpegQuality,
         frameJpegQuality: config.frameJpegQuality,
         isReady,
-      }, logger);
+      }, metrics, logger);
+      sessions.add(session);
       return { session, hello: encodeMessage({ type: 'hello', protocol: PROTOCOL_VERSION, model: info, limits: sessionLimits }) };
+    },
+    closeSession(session) {
+      sessions.delete(session);
+      session.close();
     },
     close: () => engine.close(),
   };

@@ -1,27 +1,27 @@
-// One WebSocket connection's requests: validate -> (decode image) -> admit -> queue -> run.
-// Latest wins: at most one request running and one pending; a newer generate replaces the pending
-// one, which is answered `superseded`. Replies go out in order through one promise chain.
+// One WebSocket connection's requests: validate -> rate limit -> (decode image, skip if unchanged)
+// -> admit -> queue -> run. Latest wins: at most one request running and one pending; a newer
+// generate replaces the pending one, which is answered `superseded`. Replies leave through the
+// outbox, which owns ordering and backpressure.
 import { performance } from 'node:perf_hooks';
-import { decodeMessage, encodeMessage } from '../../shared/codec.js';
+import { decodeMessage } from '../../shared/codec.js';
 import { ErrorCode, type Limits, type ModelInfo, type RequestId, type ServerMessage } from '../../shared/protocol.js';
 import type { JobListener } from '../engine/engine.js';
 import type { RgbImage, WorkerTimings } from '../engine/messages.js';
 import { decodeInputImage, encodeImage, ImageInputError } from '../imaging.js';
 import type { Logger } from '../logger.js';
+import type { ServerMetrics } from '../metrics.js';
+import { frameSignature, signatureDistance } from './frame-similarity.js';
+import { Outbox, type OutboxOptions, type SocketSink } from './outbox.js';
+import { TokenBucket } from './rate-limiter.js';
 import type { Scheduler, SchedulableSession } from './scheduler.js';
 import { validateMessage, type ValidGenerate } from './validate.js';
 
-/** The transport as a session sees it. */
-export interface SocketSink {
-  /** False when the message was not sent (socket closed). */
-  send(bytes: Uint8Array): boolean;
-  bufferedAmount(): number;
-}
+export type { SocketSink };
 
 export interface SessionOptions {
   limits: Limits;
   model: ModelInfo;
-  previewBackpressureBytes: number;
+  outbox: OutboxOptions;
   previewJpegQuality: number;
   frameJpegQuality: number;
   /** False while the inference worker restarts. */
@@ -39,6 +39,14 @@ interface Admitted {
 interface Running extends Admitted {
   jobId: number;
   startedAt: number;
+  previewSent: boolean;
+}
+
+/** The last image-to-image input admitted, to recognise an unchanged camera frame. */
+interface LastInput {
+  id: RequestId;
+  key: string;
+  signature: Uint8Array;
 }
 
 export class RealtimeSession implements SchedulableSession {
@@ -47,16 +55,35 @@ export class RealtimeSession implements SchedulableSession {
   /** Requests whose image is still being decoded, by arrival number. */
   private readonly decoding = new Map<number, { id: RequestId; cancelled: boolean }>();
   private arrivals = 0;
-  private outgoing: Promise<void> = Promise.resolve();
+  private lastInput: LastInput | undefined;
   private closed = false;
-  droppedPreviews = 0;
+  private readonly outbox: Outbox;
+  private readonly rate: TokenBucket;
 
   constructor(
-    private readonly sink: SocketSink,
+    sink: SocketSink,
     private readonly scheduler: Scheduler,
     private readonly options: SessionOptions,
+    private readonly metrics: ServerMetrics,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.rate = new TokenBucket(options.limits.maxRequestsPerSecond, options.limits.requestBurst);
+    this.outbox = new Outbox(sink, options.outbox, {
+      droppedPreview: () => metrics.droppedPreviews.inc(),
+      frameReplaced: (id) => this.outbox.control({ type: 'superseded', id }),
+      frameSent: (frame) => {
+        metrics.frames.inc();
+        metrics.frameLatencySeconds.observe(frame.timings.total / 1000);
+      },
+      slowReaderClosed: () => metrics.closedSlowReaders.inc(),
+      encodeFailed: (err) => logger.error({ err }, 'failed to encode a reply'),
+    });
+  }
+
+  /** Requests admitted and not finished: the pending one and the running one. */
+  get openRequests(): number {
+    return (this.pending ? 1 : 0) + (this.running ? 1 : 0);
+  }
 
   handleBytes(bytes: Uint8Array, isBinary = true): void {
     if (!isBinary) {
@@ -79,6 +106,11 @@ export class RealtimeSession implements SchedulableSession {
     else void this.generate(result.message);
   }
 
+  /** The socket drained: held frames may go out now. */
+  drained(): void {
+    this.outbox.drained();
+  }
+
   private isKnownId(id: RequestId): boolean {
     if (this.running?.request.id === id || this.pending?.request.id === id) return true;
     for (const entry of this.decoding.values()) if (entry.id === id && !entry.cancelled) return true;
@@ -87,49 +119,78 @@ export class RealtimeSession implements SchedulableSession {
 
   private async generate(request: ValidGenerate): Promise<void> {
     const arrivedAt = performance.now();
+    const { id } = request;
     if (!this.options.isReady()) {
-      this.reply({ type: 'error', id: request.id, code: ErrorCode.NotReady, message: 'the model is reloading; retry shortly' });
+      this.reply({ type: 'error', id, code: ErrorCode.NotReady, message: 'the model is reloading; retry shortly' });
       return;
     }
-    if (this.isKnownId(request.id)) {
-      this.reply({ type: 'error', id: request.id, code: ErrorCode.DuplicateId, message: 'a request with this id is already running or pending' });
+    if (!this.rate.take()) {
+      const { maxRequestsPerSecond, requestBurst } = this.options.limits;
+      this.reply({ type: 'error', id, code: ErrorCode.RateLimited, message: `more than ${maxRequestsPerSecond} requests per second (burst ${requestBurst})` });
+      return;
+    }
+    if (this.isKnownId(id)) {
+      this.reply({ type: 'error', id, code: ErrorCode.DuplicateId, message: 'a request with this id is already running or pending' });
       return;
     }
     const arrival = ++this.arrivals;
     let rgb: Uint8Array | undefined;
     let imageDecodeMs = 0;
     if (request.image) {
-      const entry = { id: request.id, cancelled: false };
+      const entry = { id, cancelled: false };
       this.decoding.set(arrival, entry);
       try {
         rgb = await decodeInputImage(request.image, request.width, request.height, this.options.limits.maxImagePixels);
         imageDecodeMs = performance.now() - arrivedAt;
       } catch (err) {
         const code = err instanceof ImageInputError && err.reason === 'too_large' ? ErrorCode.ImageTooLarge : ErrorCode.ImageUndecodable;
-        this.reply({ type: 'error', id: request.id, code, message: (err as Error).message });
+        this.reply({ type: 'error', id, code, message: (err as Error).message });
         return;
       } finally {
         this.decoding.delete(arrival);
       }
       if (this.closed) return;
       if (entry.cancelled) {
-        this.reply({ type: 'cancelled', id: request.id });
+        this.reply({ type: 'cancelled', id });
         return;
       }
       // A newer generate arrived while this image decoded: it wins.
       if (arrival !== this.arrivals) {
-        this.reply({ type: 'superseded', id: request.id });
+        this.reply({ type: 'superseded', id });
         return;
       }
+      if (this.skipIfUnchanged(request, rgb)) return;
     }
     this.admit({ request, arrivedAt, admittedAt: performance.now(), imageDecodeMs, rgb });
   }
 
+  /** Answers `skipped` when this image barely differs from the last one admitted with the same settings. */
+  private skipIfUnchanged(request: ValidGenerate, rgb: Uint8Array): boolean {
+    const threshold = this.options.limits.similarFrameThreshold;
+    if (threshold <= 0) return false;
+    const seed = request.explicitSeed ? request.seed : 'any';
+    const key = [request.prompt, request.steps, request.strength, request.width, request.height, request.format, seed].join('\u0000');
+    const signature = frameSignature(rgb, request.width, request.height);
+    const last = this.lastInput;
+    if (last && last.key === key && signatureDistance(last.signature, signature) < threshold) {
+      this.metrics.skippedFrames.inc();
+      this.reply({ type: 'skipped', id: request.id, reason: 'similar_frame', sameAs: last.id });
+      return true;
+    }
+    this.lastInput = { id: request.id, key, signature };
+    return false;
+  }
+
   private admit(admitted: Admitted): void {
     if (this.closed) return;
-    if (this.pending) this.reply({ type: 'superseded', id: this.pending.request.id });
+    if (this.pending) this.supersede(this.pending.request.id);
     this.pending = admitted;
     if (!this.running) this.scheduler.enqueue(this);
+  }
+
+  private supersede(id: RequestId): void {
+    this.metrics.superseded.inc();
+    this.reply({ type: 'superseded', id });
   }
 
   private cancel(id: RequestId): void {
@@ -156,7 +217,7 @@ export class RealtimeSession implements SchedulableSession {
     const admitted = this.pending;
     if (!admitted || this.closed) return undefined;
     this.pending = undefined;
-    const running: Running = { ...admitted, jobId, startedAt: performance.now() };
+    const running: Running = { ...admitted, jobId, startedAt: performance.now(), previewSent: false };
     this.running = running;
     const { request } = admitted;
     const job = {
@@ -182,7 +243,7 @@ export class RealtimeSession implements SchedulableSession {
       onStarted: () => {
         running.startedAt = performance.now();
       },
-      onPreview: (step, steps, image) => this.sendPreview(request, step, steps, image),
+      onPreview: (step, steps, image) => this.sendPreview(running, step, steps, image),
       onDone: (image, timings) => {
         finish();
         this.sendFrame(running, image, timings);
@@ -203,31 +264,24 @@ export class RealtimeSession implements SchedulableSession {
     };
   }
 
-  private sendPreview(request: ValidGenerate, step: number, steps: number, image: RgbImage): void {
-    // A slow reader loses previews first; final frames are always queued.
-    if (this.closed) return;
-    if (this.sink.bufferedAmount() > this.options.previewBackpressureBytes) {
-      this.droppedPreviews++;
-      return;
-    }
+  private sendPreview(running: Running, step: number, steps: number, image: RgbImage): void {
+    const { request } = running;
     const { width, height } = request;
-    this.enqueueSend(async () => ({
-      type: 'preview',
-      id: request.id,
-      step,
-      steps,
-      image: await encodeImage(image, 'jpeg', this.options.previewJpegQuality, width, height),
-      width,
-      height,
-    }));
+    this.outbox.preview(async () => {
+      const bytes = await encodeImage(image, 'jpeg', this.options.previewJpegQuality, width, height);
+      if (!running.previewSent) {
+        running.previewSent = true;
+        this.metrics.firstPreviewSeconds.observe((performance.now() - running.arrivedAt) / 1000);
+      }
+      return { type: 'preview', id: request.id, step, steps, image: bytes, width, height };
+    });
   }
 
   private sendFrame(running: Running, image: RgbImage, timings: WorkerTimings): void {
     const { request } = running;
-    this.enqueueSend(async () => {
+    this.outbox.frame(async () => {
       const t0 = performance.now();
-      const quality = this.options.frameJpegQuality;
-      const bytes = await encodeImage(image, request.format, quality, request.width, request.height);
+      const bytes = await encodeImage(image, request.format, this.options.frameJpegQuality, request.width, request.height);
       const now = performance.now();
       return {
         type: 'frame',
@@ -243,6 +297,7 @@ export class RealtimeSession implements SchedulableSession {
           textEncoder: round(timings.textEncoder),
           vaeEncoder: round(timings.vaeEncoder),
           steps: timings.steps.map(round),
+          batchSizes: timings.batchSizes,
           previews: round(timings.previews),
           decode: round(timings.decode),
           encode: round(now - t0),
@@ -252,32 +307,19 @@ export class RealtimeSession implements SchedulableSession {
     });
   }
 
-  /** Sends a message after every earlier one, so replies keep their order despite async encoding. */
-  private enqueueSend(produce: () => Promise<ServerMessage>): void {
-    this.outgoing = this.outgoing
-      .then(async () => {
-        if (this.closed) return;
-        const message = await produce();
-        if (!this.closed) this.sink.send(encodeMessage(message));
-      })
-      .catch((err) => this.logger.error({ err }, 'failed to encode a reply'));
-  }
-
   private reply(message: ServerMessage): void {
-    this.enqueueSend(async () => message);
+    if (message.type === 'error') this.metrics.errors.inc({ code: message.code });
+    this.outbox.control(message);
   }
 
   /** The socket closed: drop what is pending and stop the running job at its next step. */
   close(): void {
     this.closed = true;
+    this.outbox.close();
     this.pending = undefined;
     this.scheduler.remove(this);
     for (const entry of this.decoding.values()) entry.cancelled = true;
     if (this.running) this.scheduler.cancel(this.running.jobId);
-  }
-
-  get hasWork(): boolean {
-    return this.running !== undefined || this.pending !== undefined;
   }
 }
 

@@ -42,9 +42,12 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
       const key = req.getHeader('sec-websocket-key');
       const protocol = req.getHeader('sec-websocket-protocol');
       const extensions = req.getHeader('sec-websocket-extensions');
-      if (!hub.isReady()) {
+      const admission = hub.admit();
+      if (!admission.ok) {
+        // Loading ends in seconds; a full server frees up as users leave.
+        const [retryAfter, body] = admission.reason === 'loading' ? ['1', 'model loading'] : ['5', 'server full'];
         res.cork(() => {
-          res.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').end('model loading');
+          res.writeStatus('503 Service Unavailable').writeHeader('retry-after', retryAfter).end(body);
         });
         return;
       }
@@ -65,6 +68,9 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
           return true;
         },
         bufferedAmount: () => (data.closed ? 0 : ws.getBufferedAmount()),
+        close: (code: number, reason: string) => {
+          if (!data.closed) ws.cork(() => ws.end(code, reason));
+        },
       };
       const { session, hello } = hub.openSession(sink);
       data.session = session;
@@ -83,11 +89,15 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
       session.handleBytes(new Uint8Array(message), isBinary);
     },
 
+    drain: (ws) => {
+      ws.getUserData().session?.drained();
+    },
+
     close: (ws, code) => {
       stats.connections--;
       const data = ws.getUserData();
       data.closed = true;
-      data.session?.close();
+      if (data.session) hub.closeSession(data.session);
       logger.debug({ remote: data.remote, code }, 'session closed');
     },
   });

@@ -18,6 +18,8 @@ export interface ValidGenerate {
   strength: number;
   steps: number;
   seed: number;
+  /** The client chose the seed (otherwise the server drew one). */
+  explicitSeed: boolean;
   width: number;
   height: number;
   format: ImageFormat;
@@ -134,6 +136,7 @@ function validateGenerate(value: Record<string, unknown>, id: RequestId, limits:
       strength: str,
       steps: stepCount,
       seed: (seed as number | undefined) ?? ((Math.random() * 0x100000000) >>> 0),
+      explicitSeed: seed !== undefined,
       width: w as number,
       height: h as number,
       format: fmt as ImageFormat,

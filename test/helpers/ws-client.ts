@@ -64,10 +64,10 @@ export class TestClient {
     });
   }
 
-  /** All messages about request `id`, waiting until its final reply (frame, superseded, cancelled, error). */
+  /** All messages about request `id`, waiting until its final reply (frame, superseded, skipped, cancelled, error). */
   async untilSettled(id: string | number, timeoutMs = 30_000): Promise<ServerMessage[]> {
     const final = (m: ServerMessage) =>
-      'id' in m && m.id === id && ['frame', 'superseded', 'cancelled', 'error'].includes(m.type);
+      'id' in m && m.id === id && ['frame', 'superseded', 'skipped', 'cancelled', 'error'].includes(m.type);
     if (!this.messages.some(final)) {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`request ${id} did not settle; got ${this.summary()}`)), timeoutMs);

@@ -1,0 +1,89 @@
+// The state of one generation between steps, and helpers for running several of them in one
+// batched model call. Keeping all per-request state here is what lets the worker interleave
+// requests step by step instead of running each to completion.
+import type { RgbImage, WorkerTimings } from '../engine/messages.js';
+import { GaussianRng } from './rng.js';
+import type { Sampler } from './schedulers.js';
+import type { TextEmbedding } from './text-embedding-cache.js';
+
+export interface GenerateRequest {
+  prompt: string;
+  steps: number;
+  /** Image-to-image strength in (0, 1]; ignored without `image`. */
+  strength: number;
+  seed: number;
+  width: number;
+  height: number;
+  previews: boolean;
+  /** Interleaved RGB of exactly width x height, for image-to-image. */
+  image?: Uint8Array;
+}
+
+export interface GenerationState {
+  readonly request: GenerateRequest;
+  readonly latentW: number;
+  readonly latentH: number;
+  readonly latentSize: number;
+  readonly rng: GaussianRng;
+  readonly sampler: Sampler;
+  /** Steps this request runs (fewer than requested for Euler image-to-image). */
+  readonly steps: number;
+  hidden?: TextEmbedding;
+  latents?: Float32Array;
+  /** Index of the next step to run. */
+  stepIndex: number;
+  readonly timings: WorkerTimings;
+}
+
+export function isFinished(state: GenerationState): boolean {
+  return state.stepIndex >= state.steps;
+}
+
+export function newTimings(): WorkerTimings {
+  return { textEncoder: 0, vaeEncoder: 0, steps: [], previews: 0, decode: 0, batchSizes: [] };
+}
+
+export function createGenerationState(request: GenerateRequest, sampler: Sampler, vaeFactor: number, channels: number): GenerationState {
+  const latentW = request.width / vaeFactor;
+  const latentH = request.height / vaeFactor;
+  return {
+    request,
+    latentW,
+    latentH,
+    latentSize: channels * latentW * latentH,
+    rng: new GaussianRng(request.seed),
+    sampler,
+    steps: sampler.timesteps.length,
+    stepIndex: 0,
+    timings: newTimings(),
+  };
+}
+
+/** Splits states into groups that can share one batched call (same latent size, plus `extraKey`). */
+export function groupForBatch<T extends GenerationState>(states: readonly T[], extraKey?: (s: T) => string): T[][] {
+  const groups = new Map<string, T[]>();
+  for (const state of states) {
+    const key = `${state.latentW}x${state.latentH}${extraKey ? `/${extraKey(state)}` : ''}`;
+    const group = groups.get(key);
+    if (group) group.push(state);
+    else groups.set(key, [state]);
+  }
+  return [...groups.values()];
+}
+
+/** Stacks equally sized arrays into one batch tensor's data. */
+export function concatBatch(parts: readonly Float32Array[]): Float32Array {
+  if (parts.length === 1) return parts[0];
+  const size = parts[0].length;
+  const out = new Float32Array(size * parts.length);
+  parts.forEach((part, i) => out.set(part, i * size));
+  return out;
+}
+
+/** The i-th of `count` equal slices of a batch output (a copy: outputs belong to onnxruntime). */
+export function sliceBatch(data: Float32Array, count: number, i: number): Float32Array {
+  const size = data.length / count;
+  return data.slice(i * size, (i + 1) * size);
+}
+
+export type { RgbImage, WorkerTimings };
