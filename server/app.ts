@@ -3,6 +3,7 @@
 import uWS from 'uWebSockets.js';
 import type { ServerConfig } from './config.js';
 import { registerRoutes } from './http/routes.js';
+import { registerTokenRoute } from './http/tokens-route.js';
 import type { Logger } from './logger.js';
 import { createRealtimeHub, type RealtimeHub } from './realtime/hub.js';
 import { registerRealtime, type RealtimeStats } from './realtime/socket.js';
@@ -18,8 +19,9 @@ export interface RunningServer {
 
 export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
   const hub = createRealtimeHub(config, logger);
-  const app = uWS.App();
+  const app = config.tls ? uWS.SSLApp({ cert_file_name: config.tls.certFile, key_file_name: config.tls.keyFile }) : uWS.App();
   const stats = registerRealtime(app, { config, hub, logger });
+  registerTokenRoute(app, hub.authenticator);
   registerRoutes(app, hub);
 
   const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
@@ -29,7 +31,16 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
     });
   });
   const port = uWS.us_socket_local_port(listenSocket);
-  logger.info({ host: config.host, port, url: `ws://${config.host}:${port}/v1/realtime` }, 'listening');
+  const scheme = config.tls ? 'wss' : 'ws';
+  logger.info({ host: config.host, port, url: `${scheme}://${config.host}:${port}/v1/realtime`, auth: hub.authenticator.required }, 'listening');
+  if (!hub.authenticator.required) {
+    logger.warn(
+      { host: config.host, insecure: config.security.insecure },
+      config.security.insecure
+        ? 'no API keys configured and --insecure given: anyone who can reach this address can use the model'
+        : 'no API keys configured: serving loopback only, without authentication',
+    );
+  }
 
   return {
     port,

@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import type { Limits } from '../shared/protocol.js';
+import { ApiKeyError, ApiKeys } from './security/api-keys.js';
 
 export type Device = 'cpu';
 
@@ -34,6 +35,20 @@ export interface ServerConfig {
   previewJpegQuality: number;
   frameJpegQuality: number;
   limits: Limits;
+  security: SecurityConfig;
+  /** Serve https/wss directly with these PEM files. */
+  tls?: { certFile: string; keyFile: string };
+}
+
+export interface SecurityConfig {
+  /** Empty: no authentication (then only loopback binds are allowed, unless insecure). */
+  apiKeys: ApiKeys;
+  /** HS256 secret for browser tokens (env TOKEN_SECRET); random per process when absent. */
+  tokenSecret: string | undefined;
+  tokenTtlSeconds: number;
+  /** Origins allowed to open sockets and ask for tokens; undefined = same-origin pages only. */
+  allowedOrigins: string[] | '*' | undefined;
+  insecure: boolean;
 }
 
 /** The embedded model shipped in the repository (dist/server -> ../../models/default). */
@@ -56,8 +71,17 @@ const FLAGS = {
   '--rate-limit': 'rateLimit',
   '--skip-threshold': 'skipThreshold',
   '--slow-reader-timeout': 'slowReaderTimeout',
+  '--max-prompt-chars': 'maxPromptChars',
+  '--max-image-bytes': 'maxImageBytes',
+  '--max-image-pixels': 'maxImagePixels',
+  '--max-sessions-per-key': 'maxSessionsPerKey',
+  '--api-keys-file': 'apiKeysFile',
+  '--token-ttl': 'tokenTtl',
+  '--allowed-origins': 'allowedOrigins',
+  '--tls-cert': 'tlsCert',
+  '--tls-key': 'tlsKey',
 } as const;
-const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty', '--spinning': 'spinning' } as const;
+const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty', '--spinning': 'spinning', '--insecure': 'insecure' } as const;
 
 type FlagName = (typeof FLAGS)[keyof typeof FLAGS] | (typeof BOOLEAN_FLAGS)[keyof typeof BOOLEAN_FLAGS];
 
@@ -76,6 +100,16 @@ export const USAGE = `Usage: npm start -- [options]
   --rate-limit N       generate messages per second per session, burst N (default 60)
   --skip-threshold D   skip image-to-image frames differing from the last by less than D (0-255 mean; 0 = off; default 1.5)
   --slow-reader-timeout S  close readers whose send buffer stays full this many seconds (default 10)
+  --max-prompt-chars N   longest prompt (default 1000)
+  --max-image-bytes N    largest input image in bytes (default 8388608)
+  --max-image-pixels N   largest input image in decoded pixels, checked from its header (default 16777216)
+  --max-sessions-per-key N  concurrent sessions per API key and its tokens (default 32)
+  --api-keys-file PATH   API keys, one per line (env API_KEYS: comma-separated); none = no auth, loopback only
+  --token-ttl S        lifetime of browser tokens from POST /v1/tokens (default 120; secret: env TOKEN_SECRET)
+  --allowed-origins L  comma-separated origins allowed for browser sockets and tokens, or * (default: same origin)
+  --insecure           allow binding a non-loopback address without API keys
+  --tls-cert PATH      serve https/wss with this PEM certificate (with --tls-key)
+  --tls-key PATH       private key for --tls-cert
   --log-level LEVEL    pino level (default info; env LOG_LEVEL)
   --log-pretty         human-readable logs (env LOG_PRETTY=1)`;
 
@@ -117,14 +151,18 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
   if (device !== 'cpu') throw new ConfigError(`--device ${device} is not supported by this build (supported: cpu)`);
   const idleTimeoutSeconds = integer('--idle-timeout', flags.idleTimeout, 120, 8, 960);
   if (idleTimeoutSeconds % 4 !== 0) throw new ConfigError('--idle-timeout must be a multiple of 4 seconds');
-  const maxImageBytes = 8 * 1024 * 1024;
+  const maxImageBytes = integer('--max-image-bytes', flags.maxImageBytes, 8 * 1024 * 1024, 1024, 256 * 1024 * 1024);
   const rateLimit = integer('--rate-limit', flags.rateLimit, 60, 1, 10_000);
   const skipThreshold = Number(flags.skipThreshold ?? 1.5);
   if (!Number.isFinite(skipThreshold) || skipThreshold < 0 || skipThreshold > 255) {
     throw new ConfigError(`--skip-threshold must be a number from 0 to 255, got "${flags.skipThreshold}"`);
   }
+  const host = flags.host ?? env.HOST ?? '127.0.0.1';
+  const security = loadSecurity(flags, env, host);
+  if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new ConfigError('--tls-cert and --tls-key go together');
+  const tls = flags.tlsCert && flags.tlsKey ? { certFile: path.resolve(flags.tlsCert), keyFile: path.resolve(flags.tlsKey) } : undefined;
   return {
-    host: flags.host ?? env.HOST ?? '127.0.0.1',
+    host,
     port: integer('--port', flags.port ?? env.PORT, 8080, 0, 65535),
     modelDir: path.resolve(flags.model ?? env.MODEL ?? DEFAULT_MODEL_DIR),
     device,
@@ -143,20 +181,53 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     limits: {
       // Room for the largest image plus the rest of a generate message.
       maxMessageBytes: maxImageBytes + 64 * 1024,
-      maxPromptChars: 1000,
+      maxPromptChars: integer('--max-prompt-chars', flags.maxPromptChars, 1000, 1, 100_000),
       maxImageBytes,
-      maxImagePixels: 4096 * 4096,
+      maxImagePixels: integer('--max-image-pixels', flags.maxImagePixels, 4096 * 4096, 64 * 64, 1 << 30),
       minSize: 64,
       maxSize: integer('--max-size', flags.maxSize, 1024, 64, 4096),
       // Filled in from the model once it is loaded.
       sizeMultiple: 8,
       minSteps: 1,
       maxSteps: integer('--max-steps', flags.maxSteps, 8, 1, 100),
+      // Strength is a fraction of the noise schedule: its range is fixed by the math.
+      minStrength: 0,
+      maxStrength: 1,
+      maxSessionsPerKey: integer('--max-sessions-per-key', flags.maxSessionsPerKey, 32, 1, 100_000),
       maxPendingPerSession: 1,
       idleTimeoutSeconds,
       maxRequestsPerSecond: rateLimit,
       requestBurst: rateLimit,
       similarFrameThreshold: skipThreshold,
     },
+    security,
+    ...(tls ? { tls } : {}),
+  };
+}
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || host.startsWith('127.');
+
+function loadSecurity(flags: Partial<Record<FlagName, string>>, env: NodeJS.ProcessEnv, host: string): SecurityConfig {
+  let apiKeys: ApiKeys;
+  try {
+    apiKeys = ApiKeys.load(flags.apiKeysFile, env.API_KEYS);
+  } catch (err) {
+    if (err instanceof ApiKeyError) throw new ConfigError(err.message);
+    throw err;
+  }
+  const insecure = truthy(flags.insecure);
+  if (!apiKeys.enabled && !isLoopback(host) && !insecure) {
+    throw new ConfigError(
+      `refusing to serve ${host} without API keys: anyone who can reach it could use the model. ` +
+        'Give --api-keys-file PATH or API_KEYS, or pass --insecure if that is really what you want.',
+    );
+  }
+  const origins = flags.allowedOrigins?.trim();
+  return {
+    apiKeys,
+    tokenSecret: env.TOKEN_SECRET || undefined,
+    tokenTtlSeconds: integer('--token-ttl', flags.tokenTtl, 120, 1, 86_400),
+    allowedOrigins: !origins ? undefined : origins === '*' ? '*' : origins.split(',').map((o) => o.trim()).filter(Boolean),
+    insecure,
   };
 }

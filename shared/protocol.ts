@@ -39,8 +39,14 @@ export interface CancelMessage {
   id: RequestId;
 }
 
-export type ClientMessage = GenerateMessage | CancelMessage;
-export const CLIENT_MESSAGE_TYPES = ['generate', 'cancel'] as const;
+/** Replaces the connection's browser token before it expires (see POST /v1/tokens). */
+export interface AuthMessage {
+  type: 'auth';
+  token: string;
+}
+
+export type ClientMessage = GenerateMessage | CancelMessage | AuthMessage;
+export const CLIENT_MESSAGE_TYPES = ['generate', 'cancel', 'auth'] as const;
 
 // ---------------------------------------------------------------- server -> client
 
@@ -78,6 +84,11 @@ export interface Limits {
   /** Requests held per connection besides the running one (latest wins). */
   maxPendingPerSession: number;
   idleTimeoutSeconds: number;
+  /** Strength is accepted in (minStrength, maxStrength]. */
+  minStrength: number;
+  maxStrength: number;
+  /** Concurrent sessions one API key (or the tokens minted with it) may hold. */
+  maxSessionsPerKey: number;
   /** Sustained `generate` messages per second per connection; more get `rate_limited`. */
   maxRequestsPerSecond: number;
   /** How many `generate` messages may arrive at once before the rate applies. */
@@ -154,6 +165,13 @@ export interface SkippedMessage {
   sameAs: RequestId;
 }
 
+/** A token sent with `auth` was accepted: the connection now lives until `expiresAt`. */
+export interface AuthenticatedMessage {
+  type: 'authenticated';
+  /** Unix time in milliseconds. */
+  expiresAt: number;
+}
+
 export interface CancelledMessage {
   type: 'cancelled';
   id: RequestId;
@@ -172,6 +190,7 @@ export type ServerMessage =
   | FrameMessage
   | SupersededMessage
   | SkippedMessage
+  | AuthenticatedMessage
   | CancelledMessage
   | ErrorMessage;
 
@@ -201,6 +220,8 @@ export const ErrorCode = {
   UnknownRequest: 'unknown_request',
   /** More `generate` messages than `limits.maxRequestsPerSecond` allows; the request was dropped. */
   RateLimited: 'rate_limited',
+  /** The token sent with `auth` is expired, malformed, signed by another server or for another key. */
+  InvalidToken: 'invalid_token',
   /** The model is still loading. */
   NotReady: 'not_ready',
   /** Inference failed; the connection and server keep working. */
@@ -216,4 +237,6 @@ export const CloseCode = {
   MessageTooBig: 1009,
   /** The client read too slowly: its send buffer stayed over the limit for the slow-reader timeout. */
   SlowReader: 4001,
+  /** The connection's browser token expired without an in-band `auth` refresh. */
+  TokenExpired: 4003,
 } as const;

@@ -7,6 +7,9 @@ import type { ServerConfig } from '../config.js';
 import { InferenceEngine } from '../engine/engine.js';
 import type { Logger } from '../logger.js';
 import { ServerMetrics } from '../metrics.js';
+import { Authenticator, type Principal } from '../security/authenticator.js';
+import { OriginPolicy } from '../security/origin-policy.js';
+import { TokenIssuer } from '../security/tokens.js';
 import { Scheduler } from './scheduler.js';
 import { RealtimeSession, type SocketSink } from './session.js';
 
@@ -14,16 +17,17 @@ export interface RealtimeHub {
   readonly engine: InferenceEngine;
   readonly scheduler: Scheduler;
   readonly metrics: ServerMetrics;
+  readonly authenticator: Authenticator;
   /** Resolves once the model is loaded and warmed up; rejects if it cannot load. */
   readonly ready: Promise<void>;
   isReady(): boolean;
   /** The served model, with the operator's step cap applied; undefined while loading. */
   model(): ModelInfo | undefined;
   limits(): Limits;
-  /** Whether another session may open (admission control); counts a refusal when not. */
-  admit(): { ok: true } | { ok: false; reason: 'loading' | 'full' };
+  /** Whether another session may open for `principal` (admission control); counts a refusal when not. */
+  admit(principal: Principal): { ok: true } | { ok: false; reason: 'loading' | 'full' | 'key_limit' };
   /** A session for a newly opened socket, and the `hello` bytes to send it first. */
-  openSession(sink: SocketSink): { session: RealtimeSession; hello: Uint8Array };
+  openSession(sink: SocketSink, principal: Principal): { session: RealtimeSession; hello: Uint8Array };
   /** The socket of a session closed. */
   closeSession(session: RealtimeSession): void;
   close(): Promise<void>;
@@ -31,6 +35,13 @@ export interface RealtimeHub {
 
 export function createRealtimeHub(config: ServerConfig, logger: Logger): RealtimeHub {
   const sessions = new Set<RealtimeSession>();
+  const sessionsPerKey = new Map<string, number>();
+  const { security } = config;
+  const authenticator = new Authenticator(
+    security.apiKeys,
+    new TokenIssuer(security.tokenSecret, security.tokenTtlSeconds),
+    new OriginPolicy(security.allowedOrigins),
+  );
   const metrics = new ServerMetrics({
     sessions: () => sessions.size,
     pendingRequests: () => {
@@ -80,20 +91,22 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
     engine,
     scheduler,
     metrics,
+    authenticator,
     ready,
     isReady,
     model,
     limits,
-    admit() {
-      const refuse = (reason: 'loading' | 'full') => {
+    admit(principal) {
+      const refuse = (reason: 'loading' | 'full' | 'key_limit') => {
         metrics.refusedConnections.inc({ reason });
         return { ok: false as const, reason };
       };
       if (!isReady()) return refuse('loading');
       if (sessions.size >= config.maxSessions) return refuse('full');
+      if ((sessionsPerKey.get(principal.keyId) ?? 0) >= config.limits.maxSessionsPerKey) return refuse('key_limit');
       return { ok: true };
     },
-    openSession(sink) {
+    openSession(sink, principal) {
       const info = model();
       if (!info) throw new Error('openSession before the model is ready');
       const sessionLimits = limits();
@@ -108,12 +121,19 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
         previewJpegQuality: config.previewJpegQuality,
         frameJpegQuality: config.frameJpegQuality,
         isReady,
+        principal,
+        verifyToken: (token) => authenticator.tokens.verify(token),
       }, metrics, logger);
       sessions.add(session);
+      sessionsPerKey.set(principal.keyId, (sessionsPerKey.get(principal.keyId) ?? 0) + 1);
       return { session, hello: encodeMessage({ type: 'hello', protocol: PROTOCOL_VERSION, model: info, limits: sessionLimits }) };
     },
     closeSession(session) {
-      sessions.delete(session);
+      if (!sessions.delete(session)) return;
+      const { keyId } = session.principal;
+      const left = (sessionsPerKey.get(keyId) ?? 1) - 1;
+      if (left > 0) sessionsPerKey.set(keyId, left);
+      else sessionsPerKey.delete(keyId);
       session.close();
     },
     close: () => engine.close(),

@@ -4,12 +4,14 @@
 // outbox, which owns ordering and backpressure.
 import { performance } from 'node:perf_hooks';
 import { decodeMessage } from '../../shared/codec.js';
-import { ErrorCode, type Limits, type ModelInfo, type RequestId, type ServerMessage } from '../../shared/protocol.js';
+import { CloseCode, ErrorCode, type Limits, type ModelInfo, type RequestId, type ServerMessage } from '../../shared/protocol.js';
 import type { JobListener } from '../engine/engine.js';
 import type { RgbImage, WorkerTimings } from '../engine/messages.js';
 import { decodeInputImage, encodeImage, ImageInputError } from '../imaging.js';
 import type { Logger } from '../logger.js';
 import type { ServerMetrics } from '../metrics.js';
+import type { Principal } from '../security/authenticator.js';
+import type { TokenCheck } from '../security/tokens.js';
 import { frameSignature, signatureDistance } from './frame-similarity.js';
 import { Outbox, type OutboxOptions, type SocketSink } from './outbox.js';
 import { TokenBucket } from './rate-limiter.js';
@@ -26,6 +28,9 @@ export interface SessionOptions {
   frameJpegQuality: number;
   /** False while the inference worker restarts. */
   isReady(): boolean;
+  /** Who this connection acts for; a token-based one expires unless refreshed with `auth`. */
+  principal: Principal;
+  verifyToken(token: string): Promise<TokenCheck>;
 }
 
 interface Admitted {
@@ -59,9 +64,11 @@ export class RealtimeSession implements SchedulableSession {
   private closed = false;
   private readonly outbox: Outbox;
   private readonly rate: TokenBucket;
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private expiresAt: number | undefined;
 
   constructor(
-    sink: SocketSink,
+    private readonly sink: SocketSink,
     private readonly scheduler: Scheduler,
     private readonly options: SessionOptions,
     private readonly metrics: ServerMetrics,
@@ -78,6 +85,39 @@ export class RealtimeSession implements SchedulableSession {
       slowReaderClosed: () => metrics.closedSlowReaders.inc(),
       encodeFailed: (err) => logger.error({ err }, 'failed to encode a reply'),
     });
+    this.scheduleExpiry(options.principal.expiresAt);
+  }
+
+  get principal(): Principal {
+    return this.options.principal;
+  }
+
+  /** Token-based connections close when their token expires, unless an `auth` message renews it. */
+  private scheduleExpiry(expiresAt: number | undefined): void {
+    if (expiresAt === undefined) return;
+    this.expiresAt = expiresAt;
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    // setTimeout holds at most ~24.8 days; re-check on wake for anything longer.
+    const delay = Math.min(expiresAt - Date.now(), 0x7fffffff);
+    this.expiryTimer = setTimeout(() => {
+      if (this.closed) return;
+      if (Date.now() < (this.expiresAt ?? 0)) this.scheduleExpiry(this.expiresAt);
+      else this.sink.close(CloseCode.TokenExpired, 'token expired');
+    }, Math.max(0, delay));
+    this.expiryTimer.unref();
+  }
+
+  private async authenticate(token: string): Promise<void> {
+    const check = await this.options.verifyToken(token);
+    if (this.closed) return;
+    if (!check.ok || check.keyId !== this.principal.keyId) {
+      const why = !check.ok ? (check.reason === 'expired' ? 'the token has expired' : 'the token is not valid here') : 'the token belongs to another key';
+      this.reply({ type: 'error', code: ErrorCode.InvalidToken, message: why });
+      return;
+    }
+    // Connections opened with an API key never expire; a token only ever extends a lease.
+    if (this.expiresAt !== undefined && check.expiresAt > this.expiresAt) this.scheduleExpiry(check.expiresAt);
+    this.reply({ type: 'authenticated', expiresAt: this.expiresAt ?? check.expiresAt });
   }
 
   /** Requests admitted and not finished: the pending one and the running one. */
@@ -102,8 +142,10 @@ export class RealtimeSession implements SchedulableSession {
       this.reply({ type: 'error', code: result.code, message: result.message, ...(result.id !== undefined ? { id: result.id } : {}) });
       return;
     }
-    if (result.message.type === 'cancel') this.cancel(result.message.id);
-    else void this.generate(result.message);
+    const message = result.message;
+    if (message.type === 'cancel') this.cancel(message.id);
+    else if (message.type === 'auth') void this.authenticate(message.token);
+    else void this.generate(message);
   }
 
   /** The socket drained: held frames may go out now. */
@@ -315,6 +357,7 @@ export class RealtimeSession implements SchedulableSession {
   /** The socket closed: drop what is pending and stop the running job at its next step. */
   close(): void {
     this.closed = true;
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.outbox.close();
     this.pending = undefined;
     this.scheduler.remove(this);

@@ -6,11 +6,13 @@ import type { ServerConfig } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { RealtimeHub } from './hub.js';
 import type { RealtimeSession } from './session.js';
+import type { Principal } from '../security/authenticator.js';
 
 interface SocketData {
   session?: RealtimeSession;
   closed: boolean;
   remote: string;
+  principal: Principal;
 }
 
 export interface RealtimeDeps {
@@ -38,22 +40,44 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
     sendPingsAutomatically: true,
 
     upgrade: (res, req, context) => {
-      // Headers must be read before returning: req is stack-allocated by uWS.
+      // Everything from req must be copied now: it is stack-allocated and gone after this call.
       const key = req.getHeader('sec-websocket-key');
       const protocol = req.getHeader('sec-websocket-protocol');
       const extensions = req.getHeader('sec-websocket-extensions');
-      const admission = hub.admit();
-      if (!admission.ok) {
-        // Loading ends in seconds; a full server frees up as users leave.
-        const [retryAfter, body] = admission.reason === 'loading' ? ['1', 'model loading'] : ['5', 'server full'];
-        res.cork(() => {
-          res.writeStatus('503 Service Unavailable').writeHeader('retry-after', retryAfter).end(body);
-        });
-        return;
-      }
+      const credentials = {
+        authorization: req.getHeader('authorization'),
+        token: new URLSearchParams(req.getQuery() ?? '').get('token') ?? '',
+        origin: req.getHeader('origin'),
+        host: req.getHeader('host'),
+      };
       const remote = Buffer.from(res.getRemoteAddressAsText()).toString();
-      res.cork(() => {
-        res.upgrade<SocketData>({ closed: false, remote }, key, protocol, extensions, context);
+      let aborted = false;
+      res.onAborted(() => (aborted = true));
+      const refuse = (status: string, body: string, retryAfter?: string) =>
+        res.cork(() => {
+          res.writeStatus(status);
+          if (retryAfter) res.writeHeader('retry-after', retryAfter);
+          res.end(body);
+        });
+
+      void hub.authenticator.authenticate(credentials).then((auth) => {
+        if (aborted) return;
+        if (!auth.ok) {
+          hub.metrics.refusedConnections.inc({ reason: auth.status.startsWith('403') ? 'origin' : 'unauthorized' });
+          refuse(auth.status, auth.reason);
+          return;
+        }
+        const admission = hub.admit(auth.principal);
+        if (!admission.ok) {
+          // Loading ends in seconds; a full server or key frees up as users leave.
+          if (admission.reason === 'loading') refuse('503 Service Unavailable', 'model loading', '1');
+          else if (admission.reason === 'full') refuse('503 Service Unavailable', 'server full', '5');
+          else refuse('429 Too Many Requests', 'too many sessions for this key', '5');
+          return;
+        }
+        res.cork(() => {
+          res.upgrade<SocketData>({ closed: false, remote, principal: auth.principal }, key, protocol, extensions, context);
+        });
       });
     },
 
@@ -72,7 +96,7 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
           if (!data.closed) ws.cork(() => ws.end(code, reason));
         },
       };
-      const { session, hello } = hub.openSession(sink);
+      const { session, hello } = hub.openSession(sink, data.principal);
       data.session = session;
       ws.send(hello, true, false);
       logger.debug({ remote: data.remote }, 'session opened');

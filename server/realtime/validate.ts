@@ -31,13 +31,19 @@ export interface ValidCancel {
   id: RequestId;
 }
 
+export interface ValidAuth {
+  type: 'auth';
+  token: string;
+}
+
 export type Validated =
-  | { ok: true; message: ValidGenerate | ValidCancel }
+  | { ok: true; message: ValidGenerate | ValidCancel | ValidAuth }
   | { ok: false; code: ErrorCode; message: string; id?: RequestId };
 
 /** Image-to-image strength when the client sends an image without one. */
 export const DEFAULT_STRENGTH = 0.5;
 const MAX_ID_CHARS = 128;
+const MAX_TOKEN_CHARS = 4096;
 
 function fail(code: ErrorCode, message: string, id?: RequestId): Validated {
   return { ok: false, code, message, ...(id !== undefined ? { id } : {}) };
@@ -58,6 +64,13 @@ const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInt
 export function validateMessage(value: unknown, limits: Limits, model: ModelInfo): Validated {
   if (!isRecord(value)) return fail(ErrorCode.BadMessage, 'a message must be a msgpack map');
   const { type } = value;
+  if (type === 'auth') {
+    const { token } = value;
+    if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_CHARS) {
+      return fail(ErrorCode.InvalidField, `token must be a non-empty string of at most ${MAX_TOKEN_CHARS} characters`);
+    }
+    return { ok: true, message: { type, token } };
+  }
   if (type !== 'generate' && type !== 'cancel') {
     return fail(ErrorCode.UnknownType, `unknown message type ${JSON.stringify(String(type)).slice(0, 80)}`);
   }
