@@ -103,7 +103,9 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
       };
       if (!isReady()) return refuse('loading');
       if (sessions.size >= config.maxSessions) return refuse('full');
-      if ((sessionsPerKey.get(principal.keyId) ?? 0) >= config.limits.maxSessionsPerKey) return refuse('key_limit');
+      // Per-key limits need keys: an open (keyless, loopback) server is bounded by --max-sessions alone.
+      const perKey = sessionsPerKey.get(principal.keyId) ?? 0;
+      if (authenticator.required && perKey >= config.limits.maxSessionsPerKey) return refuse('key_limit');
       return { ok: true };
     },
     openSession(sink, principal) {
