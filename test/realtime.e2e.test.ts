@@ -137,8 +137,10 @@ describe('generation over the realtime socket', () => {
 
   test('cancel stops a running request and removes a pending one', async () => {
     const { client } = await connect();
-    const request = { type: 'generate', prompt: 'a tree', steps: 8, width: 512, height: 512 } as const;
+    const request = { type: 'generate', prompt: 'a tree', steps: 8, width: 1024, height: 1024 } as const;
     client.send({ ...request, id: 'run' });
+    // Cancel once it is surely running: on a fast model it could otherwise finish first.
+    await client.next((m) => m.type === 'preview' && m.id === 'run');
     client.send({ ...request, id: 'wait' });
     client.send({ type: 'cancel', id: 'wait' });
     client.send({ type: 'cancel', id: 'run' });

@@ -1,6 +1,7 @@
 // Plain HTTP endpoints. All but /metrics answer synchronously from memory, so they need no onAborted handling.
 import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { PROTOCOL_VERSION, REALTIME_PATH, type Limits, type ModelInfo } from '../../shared/protocol.js';
+import { registerStatic } from './static.js';
 import type { ServerMetrics } from '../metrics.js';
 
 export interface RouteState {
@@ -53,5 +54,6 @@ export function registerRoutes(app: TemplatedApp, state: RouteState): void {
     );
   });
 
+  registerStatic(app); // the browser client at `/`; misses fall through to the 404 below
   app.any('/*', (res) => sendJson(res, '404 Not Found', { error: 'not found' }));
 }
