@@ -6,7 +6,9 @@ import path from 'node:path';
 import type { Limits } from '../shared/protocol.js';
 import { ApiKeyError, ApiKeys } from './security/api-keys.js';
 
-export type Device = 'cpu';
+/** onnxruntime execution providers the server can run on (docs/gpu.md). */
+export const DEVICES = ['cpu', 'cuda', 'tensorrt', 'webgpu'] as const;
+export type Device = (typeof DEVICES)[number];
 
 export interface ServerConfig {
   host: string;
@@ -14,6 +16,8 @@ export interface ServerConfig {
   port: number;
   modelDir: string;
   device: Device;
+  /** GPU ordinal for cuda and tensorrt (the WebGPU provider takes the default adapter). */
+  deviceId: number;
   /** onnxruntime intra-op threads for the inference worker. */
   threads: number;
   /** onnxruntime intra-op threads busy-wait between parallel sections (off: they yield the core). */
@@ -61,6 +65,7 @@ const FLAGS = {
   '--port': 'port',
   '--model': 'model',
   '--device': 'device',
+  '--device-id': 'deviceId',
   '--threads': 'threads',
   '--log-level': 'logLevel',
   '--max-steps': 'maxSteps',
@@ -89,7 +94,8 @@ export const USAGE = `Usage: npm start -- [options]
   --host HOST          address to bind (default 127.0.0.1; env HOST)
   --port N             port, 0 = pick a free one (default 8080; env PORT)
   --model DIR          diffusers/optimum ONNX model folder (default: embedded model; env MODEL)
-  --device cpu         execution provider (env DEVICE)
+  --device D           execution provider: cpu, cuda, tensorrt or webgpu (default cpu; env DEVICE; docs/gpu.md)
+  --device-id N        GPU ordinal for cuda and tensorrt (default 0; env DEVICE_ID)
   --threads N          inference threads (default: all cores; env THREADS)
   --spinning           let inference threads busy-wait (faster on dedicated many-core hosts only)
   --max-steps N        largest accepted step count (default 8)
@@ -147,8 +153,10 @@ function truthy(raw: string | undefined): boolean {
 
 export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ServerConfig {
   const flags = parseFlags(argv);
-  const device = flags.device ?? env.DEVICE ?? 'cpu';
-  if (device !== 'cpu') throw new ConfigError(`--device ${device} is not supported by this build (supported: cpu)`);
+  const device = parseDevice(flags.device ?? env.DEVICE ?? 'cpu');
+  const deviceId = integer('--device-id', flags.deviceId ?? env.DEVICE_ID, 0, 0, 63);
+  // Dawn picks the adapter itself; the Node binding has no option to choose one.
+  if (device === 'webgpu' && deviceId !== 0) throw new ConfigError('--device-id applies to cuda and tensorrt; the webgpu provider uses the default adapter');
   const idleTimeoutSeconds = integer('--idle-timeout', flags.idleTimeout, 120, 8, 960);
   if (idleTimeoutSeconds % 4 !== 0) throw new ConfigError('--idle-timeout must be a multiple of 4 seconds');
   const maxImageBytes = integer('--max-image-bytes', flags.maxImageBytes, 8 * 1024 * 1024, 1024, 256 * 1024 * 1024);
@@ -166,6 +174,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     port: integer('--port', flags.port ?? env.PORT, 8080, 0, 65535),
     modelDir: path.resolve(flags.model ?? env.MODEL ?? DEFAULT_MODEL_DIR),
     device,
+    deviceId,
     threads: integer('--threads', flags.threads ?? env.THREADS, availableParallelism(), 1, 256),
     spinning: truthy(flags.spinning),
     logLevel: flags.logLevel ?? env.LOG_LEVEL ?? 'info',
@@ -203,6 +212,12 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     security,
     ...(tls ? { tls } : {}),
   };
+}
+
+function parseDevice(raw: string): Device {
+  const device = raw.toLowerCase();
+  if (!(DEVICES as readonly string[]).includes(device)) throw new ConfigError(`--device must be one of ${DEVICES.join(', ')}, got "${raw}"`);
+  return device as Device;
 }
 
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || host.startsWith('127.');

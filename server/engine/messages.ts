@@ -1,11 +1,14 @@
 // Messages between the uWS thread and the inference worker. Pixel buffers move (transfer) rather
 // than copy; everything else is small.
 import type { ModelInfo } from '../../shared/protocol.js';
+import type { Device } from '../config.js';
 import type { GenerateRequest } from '../pipeline/generation.js';
 
 export interface LoadOptions {
   modelDir: string;
-  device: string;
+  device: Device;
+  /** GPU ordinal for cuda and tensorrt. */
+  deviceId: number;
   threads: number;
   spinning: boolean;
   /** Requests active in the worker at once, and so the largest UNet batch. */

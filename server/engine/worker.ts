@@ -2,8 +2,10 @@
 // here and the uWS thread only exchanges messages with it. The batch runner interleaves the active
 // requests step by step; cancels and new jobs arrive between steps.
 import { parentPort } from 'node:worker_threads';
+import { sessionSettingsFor } from '../pipeline/onnx-component.js';
 import { DiffusionPipeline } from '../pipeline/pipeline.js';
 import { BatchRunner } from './batch-runner.js';
+import { warmBatchSizes } from './gpu-warmup.js';
 import type { FromWorker, LoadOptions, ToWorker } from './messages.js';
 
 if (!parentPort) throw new Error('engine/worker.js must run as a worker thread');
@@ -17,12 +19,13 @@ let runner: BatchRunner | undefined;
 
 async function load(options: LoadOptions): Promise<void> {
   try {
-    const pipeline = await DiffusionPipeline.load(options.modelDir, options.device, {
-      executionProviders: [options.device],
-      threads: options.threads,
-      spinning: options.spinning,
-    });
-    const warmupMs = await pipeline.warmup();
+    const pipeline = await DiffusionPipeline.load(
+      options.modelDir,
+      options.device,
+      sessionSettingsFor(options.device, options.deviceId, options.threads, options.spinning),
+    );
+    let warmupMs = await pipeline.warmup();
+    if (options.device !== 'cpu') warmupMs += await warmBatchSizes(pipeline, options.maxBatch);
     runner = new BatchRunner(pipeline, {
       started: (jobId) => post({ kind: 'started', jobId }),
       preview: (jobId, step, steps, image) => post({ kind: 'preview', jobId, step, steps, image }, [image.rgb.buffer as ArrayBuffer]),

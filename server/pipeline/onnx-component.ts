@@ -2,7 +2,10 @@
 // signature read from the session, so exports that differ in dtypes and shapes load through the
 // same code. Callers hand over float32 / integer data; dtype conversion happens here.
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import * as ort from 'onnxruntime-node';
+import type { Device } from '../config.js';
 import { float16ToFloat32, float32ToFloat16 } from './fp16.js';
 
 export interface TensorSignature {
@@ -12,13 +15,84 @@ export interface TensorSignature {
 }
 
 export interface SessionSettings {
-  executionProviders: string[];
+  executionProviders: ort.InferenceSession.ExecutionProviderConfig[];
   threads: number;
   /** Let onnxruntime's intra-op threads busy-wait between parallel sections. */
   spinning?: boolean;
+  /** The device the providers stand for: checked before loading and named in load errors. */
+  device?: Device;
 }
 
 export class ModelLoadError extends Error {}
+
+/**
+ * onnxruntime-node's provider list for a device. The Node binding reads only `deviceId` for CUDA
+ * and TensorRT; TensorRT lists CUDA after it so nodes TensorRT cannot take still run on the GPU.
+ * WebGPU takes no device id (Dawn picks the default adapter).
+ */
+export function executionProvidersFor(device: Device, deviceId = 0): ort.InferenceSession.ExecutionProviderConfig[] {
+  switch (device) {
+    case 'cpu':
+      return ['cpu'];
+    case 'cuda':
+      return [{ name: 'cuda', deviceId }];
+    case 'tensorrt':
+      return [{ name: 'tensorrt', deviceId }, { name: 'cuda', deviceId }];
+    case 'webgpu':
+      return ['webgpu'];
+  }
+}
+
+export function sessionSettingsFor(device: Device, deviceId: number, threads: number, spinning = false): SessionSettings {
+  return { executionProviders: executionProvidersFor(device, deviceId), threads, spinning, device };
+}
+
+const CUDA_FIX =
+  'reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12 npm install (it downloads the CUDA provider; needs CUDA 12 and cuDNN 9), see docs/gpu.md';
+// Provider libraries the cuda12 install adds next to the binding (metadata of onnxruntime-node's install script).
+const PROVIDER_LIBRARIES: Partial<Record<Device, string[]>> = {
+  cuda: ['libonnxruntime_providers_shared.so', 'libonnxruntime_providers_cuda.so'],
+  tensorrt: ['libonnxruntime_providers_shared.so', 'libonnxruntime_providers_tensorrt.so', 'libonnxruntime_providers_cuda.so'],
+};
+
+/**
+ * Fails fast, before any session exists, when the device's provider is not in this onnxruntime-node
+ * build or its libraries were never downloaded (the default install skips them: see .npmrc).
+ */
+export function checkDevice(device: Device): void {
+  if (device === 'cpu') return;
+  const backend = ort.listSupportedBackends().find((b) => b.name === device);
+  if (!backend) throw new ModelLoadError(`the ${device} execution provider is not part of this onnxruntime-node build; see docs/gpu.md`);
+  const libraries = PROVIDER_LIBRARIES[device];
+  if (!libraries || backend.bundled || process.platform !== 'linux') return;
+  const dir = bindingDir();
+  const missing = libraries.filter((lib) => !existsSync(path.join(dir, lib)));
+  if (missing.length > 0) {
+    throw new ModelLoadError(`the ${device === 'tensorrt' ? 'TensorRT' : 'CUDA'} execution provider is not installed (${missing.join(', ')} missing in ${dir}): ${CUDA_FIX}`);
+  }
+}
+
+function bindingDir(): string {
+  const entry = createRequire(import.meta.url).resolve('onnxruntime-node'); // .../onnxruntime-node/dist/index.js
+  return path.join(path.dirname(entry), '..', 'bin', 'napi-v6', process.platform, process.arch);
+}
+
+/** What to do about a session that failed to start on a GPU provider: the raw message rarely says. */
+function providerHint(device: Device | undefined, message: string): string {
+  switch (device) {
+    case 'cuda':
+    case 'tensorrt':
+      if (/shared library|cannot open shared object|libcu|cudnn|CUDA/i.test(message)) {
+        return ` (the ${device} provider could not start: CUDA 12 and cuDNN 9 libraries must be on the library path${device === 'tensorrt' ? ', and TensorRT 10 for tensorrt' : ''}; ${CUDA_FIX})`;
+      }
+      return '';
+    case 'webgpu':
+      if (!/adapter|vulkan|webgpu|dawn/i.test(message)) return '';
+      return ' (the webgpu provider needs a GPU with a Vulkan driver and the Vulkan loader libvulkan.so.1; see docs/gpu.md)';
+    default:
+      return '';
+  }
+}
 
 /** A float output converted to float32, with its dims. */
 export interface FloatOutput {
@@ -40,6 +114,7 @@ export class OnnxComponent {
 
   static async load(label: string, file: string, settings: SessionSettings): Promise<OnnxComponent> {
     if (!existsSync(file)) throw new ModelLoadError(`${label}: ${file} not found`);
+    if (settings.device) checkDevice(settings.device);
     try {
       const session = await ort.InferenceSession.create(file, {
         executionProviders: settings.executionProviders,
@@ -52,7 +127,8 @@ export class OnnxComponent {
       });
       return new OnnxComponent(label, session);
     } catch (err) {
-      throw new ModelLoadError(`${label}: cannot load ${file}: ${(err as Error).message}`);
+      const message = (err as Error).message.trim();
+      throw new ModelLoadError(`${label}: cannot load ${file}${settings.device ? ` on ${settings.device}` : ''}: ${message}${providerHint(settings.device, message)}`);
     }
   }
 

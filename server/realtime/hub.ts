@@ -51,7 +51,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
     },
   });
   const engine = new InferenceEngine(
-    { modelDir: config.modelDir, device: config.device, threads: config.threads, spinning: config.spinning, maxBatch: config.maxBatch },
+    { modelDir: config.modelDir, device: config.device, deviceId: config.deviceId, threads: config.threads, spinning: config.spinning, maxBatch: config.maxBatch },
     logger,
     (batchSize, ms) => {
       metrics.batchSize.observe(batchSize);
