@@ -8,7 +8,8 @@
 import http from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CloseCode, PROTOCOL_VERSION, REALTIME_PATH } from '../../shared/protocol.js';
-import { ConfigError, loadConfig, type ServerConfig } from '../../server/config.js';
+import { configOrExit, exitIfModelFails } from '../../server/bootstrap.js';
+import type { ServerConfig } from '../../server/config.js';
 import { createLogger, type Logger } from '../../server/logger.js';
 import { createRealtimeHub, type RealtimeHub } from '../../server/realtime/hub.js';
 
@@ -139,22 +140,10 @@ function serveRealtime(config: ServerConfig, hub: RealtimeHub, logger: Logger): 
 }
 
 async function main(): Promise<void> {
-  let config: ServerConfig;
-  try {
-    config = loadConfig(process.argv.slice(2), process.env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(err.message);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config = configOrExit(process.argv.slice(2), process.env);
   const logger = createLogger(config.logLevel, config.logPretty);
   const hub = createRealtimeHub(config, logger);
-  hub.ready.catch((err: Error) => {
-    logger.fatal({ err: err.message, model: config.modelDir }, 'model failed to load');
-    process.exit(1);
-  });
+  exitIfModelFails(hub.ready, logger, config);
   const server = serveRealtime(config, hub, logger);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
