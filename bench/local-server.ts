@@ -3,10 +3,10 @@
 // print the same JSON log lines; the bench waits for `listening` and `model ready`, then samples
 // the child's CPU and RSS from /proc while a scenario runs.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ProcSampler } from './proc-sampler.js';
+import { stopProcess } from '../test/helpers/server-process.js';
 
 export type Transport = 'uws' | 'ws';
 
@@ -63,14 +63,7 @@ export async function startLocalServer(options: LocalServerOptions): Promise<Loc
   proc.stderr!.on('data', (chunk) => (stderr = (stderr + chunk).slice(-4000)));
   const lines = createInterface({ input: proc.stdout! });
 
-  const stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = once(proc, 'exit');
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
+  const stop = () => stopProcess(proc);
 
   let port: number;
   try {
