@@ -177,14 +177,15 @@ class FiLMRes(nn.Module):
 
 
 class UNetCore(nn.Module):
-    """F(c_in x, c_noise, text) at 16x16 / 8x8 (the 32x32 latent is folded 2x2 into channels).
+    """F(c_in x, c_noise, text): a thin block at the latent's own 32x32 (edges and corners are a
+    latent pixel wide), the body at 16x16 (folded 2x2 into channels) and 8x8.
 
     Text: learned queries attend over the token states (attention pooling); the pooled vector
     drives FiLM in every block and a spatial map added at the 8x8 level (where things are).
     """
 
-    def __init__(self, text_width: int = 64, c1: int = 64, c2: int = 128, emb: int = 256, queries: int = 4,
-                 map_ch: int = 32) -> None:
+    def __init__(self, text_width: int = 64, c0: int = 32, c1: int = 64, c2: int = 128, emb: int = 256,
+                 queries: int = 4, map_ch: int = 32) -> None:
         super().__init__()
         self.emb = emb
         self.q = nn.Parameter(torch.randn(queries, text_width) * 0.1)
@@ -195,7 +196,9 @@ class UNetCore(nn.Module):
         self.map = nn.Linear(emb, map_ch * 64)
         self.map_ch = map_ch
         self.map_in = nn.Conv2d(map_ch, c2, 1)
-        self.inp = nn.Conv2d(LATENT_CHANNELS * 4, c1, 3, padding=1)
+        self.full_in = nn.Conv2d(LATENT_CHANNELS, c0, 3, padding=1)
+        self.f1 = FiLMRes(c0, emb)
+        self.inp = nn.Conv2d(c0 * 4, c1, 3, padding=1)
         self.r1 = FiLMRes(c1, emb)
         self.r2 = FiLMRes(c1, emb)
         self.down = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
@@ -204,8 +207,11 @@ class UNetCore(nn.Module):
         self.up = nn.Conv2d(c2 + c1, c1, 3, padding=1)
         self.r3 = FiLMRes(c1, emb)
         self.r4 = FiLMRes(c1, emb)
-        self.out_norm = nn.GroupNorm(8, c1)
-        self.out = nn.Conv2d(c1, LATENT_CHANNELS * 4, 3, padding=1)
+        self.unfold = nn.Conv2d(c1, c0 * 4, 3, padding=1)
+        self.full_mix = nn.Conv2d(2 * c0, c0, 3, padding=1)
+        self.f2 = FiLMRes(c0, emb)
+        self.out_norm = nn.GroupNorm(8, c0)
+        self.out = nn.Conv2d(c0, LATENT_CHANNELS, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.register_buffer("freqs", torch.exp(torch.arange(16) * (-math.log(1000.0) / 16)), persistent=False)
@@ -221,7 +227,8 @@ class UNetCore(nn.Module):
         temb = self.text_mlp(pooled)
         arg = c_noise[:, None] * 10 * self.freqs[None]
         emb = F.silu(temb + self.time_mlp(torch.cat([torch.sin(arg), torch.cos(arg)], 1)))
-        h = self.inp(F.pixel_unshuffle(x_in, 2))
+        full = self.f1(self.full_in(x_in), emb)
+        h = self.inp(F.pixel_unshuffle(full, 2))
         h = self.r2(self.r1(h, emb), emb)
         d = self.down(F.silu(h))
         m = self.map(temb).view(-1, self.map_ch, 8, 8)
@@ -232,7 +239,9 @@ class UNetCore(nn.Module):
         u = F.interpolate(d, scale_factor=2.0, mode="nearest")
         u = self.up(torch.cat([u, h], 1))
         u = self.r4(self.r3(u, emb), emb)
-        return F.pixel_shuffle(self.out(F.silu(self.out_norm(u))), 2)
+        f = F.pixel_shuffle(self.unfold(F.silu(u)), 2)
+        f = self.f2(self.full_mix(torch.cat([f, full], 1)), emb)
+        return self.out(F.silu(self.out_norm(f)))
 
 
 def precondition(sigma):

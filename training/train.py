@@ -201,15 +201,21 @@ def sample_t(rng: np.random.Generator) -> int:
     return int(rng.integers(50, 999))
 
 
-def unet_batch(data, tok: Tokenizer, rng: np.random.Generator, n: int):
-    ids, x0s, starts, ts, masks, labs = [], [], [], [], [], []
+def unet_batch(args, data, tok: Tokenizer, rng: np.random.Generator, n: int):
+    ids, x0s, starts, ts, masks, labs, own = [], [], [], [], [], [], []
     for _ in range(n):
         t = sample_t(rng)
-        if t > 800 or rng.random() < 0.4:
+        from_own = False
+        if t > 800 or rng.random() < args.canon_share:
             i = int(rng.integers(len(data["canon"])))
             scene, x0, mask = data["canon"][i], data["canon_z"][i], data["canon_m"][i]
             start = x0
-            if t <= 800 and rng.random() < 0.25:  # a blurred start, like an early step's estimate
+            u = rng.random()
+            if t <= 800 and u < args.own_start:
+                # Noise around the model's own 1-step estimate (filled in by train_unet), as the
+                # sampler's later steps see it: they learn to sharpen that estimate, not copy it.
+                from_own = True
+            elif t <= 800 and u < args.own_start + 0.15:  # a blurred start
                 start = F.avg_pool2d(x0[None], 3, 1, 1, count_include_pad=False)[0]
         else:
             i = int(rng.integers(len(data["free"])))
@@ -221,8 +227,10 @@ def unet_batch(data, tok: Tokenizer, rng: np.random.Generator, n: int):
         ts.append(t)
         masks.append(mask)
         labs.append(labels(scene))
+        own.append(from_own)
     return (torch.tensor(ids, dtype=torch.int32), torch.stack(x0s), torch.stack(starts),
-            torch.tensor(ts, dtype=torch.long), torch.stack(masks), torch.tensor(labs, dtype=torch.long))
+            torch.tensor(ts, dtype=torch.long), torch.stack(masks), torch.tensor(labs, dtype=torch.long),
+            torch.tensor(own, dtype=torch.bool))
 
 
 def train_unet(args, data, tok: Tokenizer, rng: np.random.Generator, deadline: Deadline):
@@ -245,10 +253,17 @@ def train_unet(args, data, tok: Tokenizer, rng: np.random.Generator, deadline: D
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.unet_steps, args.unet_lr, warmup=200)
-        ids, x0, start, t, mask, lab = unet_batch(data, tok, rng, args.unet_batch)
+        ids, x0, start, t, mask, lab, own = unet_batch(args, data, tok, rng, args.unet_batch)
+        s4 = lambda v: v[:, None, None, None]  # noqa: E731
+        if own.any():
+            with torch.no_grad():
+                sig = SIGMAS[999].expand(int(own.sum()))
+                cs, co, ci, cn = precondition(sig)
+                x_top = x0[own] + s4(sig) * torch.randn(x0[own].shape, generator=gen)
+                start = start.clone()
+                start[own] = s4(cs) * x_top + s4(co) * core(s4(ci) * x_top, cn, te(ids[own]))
         sigma = SIGMAS[t]
         c_skip, c_out, c_in, c_noise = precondition(sigma)
-        s4 = lambda v: v[:, None, None, None]  # noqa: E731
         xt = start + s4(sigma) * torch.randn(x0.shape, generator=gen)
         f = core(s4(c_in) * xt, c_noise, te(ids))
         target = (x0 - s4(c_skip) * xt) / s4(c_out)
@@ -403,10 +418,14 @@ def main() -> None:
     p.add_argument("--n-canonical", type=int, default=8000)
     p.add_argument("--n-free", type=int, default=3500)
     p.add_argument("--text-width", type=int, default=64)
-    p.add_argument("--unet-steps", type=int, default=3600)
+    p.add_argument("--unet-steps", type=int, default=5000)
     p.add_argument("--unet-batch", type=int, default=32)
     p.add_argument("--unet-lr", type=float, default=1e-3)
     p.add_argument("--ema", type=float, default=0.998)
+    p.add_argument("--canon-share", type=float, default=0.6,
+                   help="share of caption-determined scenes at t <= 800 (the rest: free scenes and drawings)")
+    p.add_argument("--own-start", type=float, default=0.5,
+                   help="share of those that start from the model's own 1-step estimate")
     p.add_argument("--fg-weight", type=float, default=4.0)
     p.add_argument("--aux-weight", type=float, default=0.3)
     p.add_argument("--preview-steps", type=int, default=1500)
@@ -415,14 +434,17 @@ def main() -> None:
     p.add_argument("--preview-lr", type=float, default=2e-3)
     p.add_argument("--preview-pool", type=int, default=1024)
     p.add_argument("--save-stages", default="", help="folder to keep stage checkpoints in (optional)")
-    p.add_argument("--resume-autoencoder", default="", help="weights.pt of an earlier run: skip stage 1 (development)")
+    p.add_argument("--resume-autoencoder", default="", help="autoencoder.pt or weights.pt of an earlier run: skip stage 1 (the later stages are unchanged)")
     args = p.parse_args()
     for k in ["ae_steps", "n_canonical", "n_free", "unet_steps", "preview_steps", "preview_pool"]:
         setattr(args, k, max(2, int(getattr(args, k) * args.scale)))
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    # One generator per stage, so that loading stage 1 (--resume-autoencoder) leaves the data and
+    # every later stage exactly as a full run draws them.
     rng = np.random.default_rng(args.seed)
+    rng_data, rng_preview = np.random.default_rng(args.seed + 1), np.random.default_rng(args.seed + 2)
     tok = Tokenizer()
     start = time.time()
     log(f"training into {args.out}: {vars(args)}")
@@ -439,12 +461,12 @@ def main() -> None:
     if args.save_stages:
         os.makedirs(args.save_stages, exist_ok=True)
         torch.save({"enc": enc.state_dict(), "dec": dec.state_dict()}, os.path.join(args.save_stages, "autoencoder.pt"))
-    data = build_dataset(args, enc, rng)
-    te, core = train_unet(args, data, tok, rng, Deadline(args.max_minutes, 0.90, start))
+    data = build_dataset(args, enc, rng_data)
+    te, core = train_unet(args, data, tok, rng_data, Deadline(args.max_minutes, 0.90, start))
     if args.save_stages:
         torch.save({"te": te.state_dict(), "core": core.state_dict(), "scale": data["scale"]},
                    os.path.join(args.save_stages, "unet.pt"))
-    prev = train_preview(args, dec, data, rng, Deadline(args.max_minutes, 0.98, start))
+    prev = train_preview(args, dec, data, rng_preview, Deadline(args.max_minutes, 0.98, start))
     if args.save_stages:
         os.makedirs(args.save_stages, exist_ok=True)
         torch.save({"enc": enc.state_dict(), "dec": dec.state_dict(), "prev": prev.state_dict(), "te": te.state_dict(),
