@@ -89,6 +89,17 @@ interface Adherence {
   n: number;
 }
 
+/** Per requested shape: what the checker saw (shape is the hardest of the three to get right). */
+function shapeConfusion(cases: Case[], images: RgbImage[]): Record<string, Record<string, number>> {
+  const table: Record<string, Record<string, number>> = {};
+  cases.forEach(({ scene }, i) => {
+    const seen = S.analyse(images[i]).shape ?? 'none';
+    const row = (table[scene.shape] ??= {});
+    row[seen] = (row[seen] ?? 0) + 1;
+  });
+  return table;
+}
+
 function score(cases: Case[], images: RgbImage[]): Adherence {
   const acc = { colour: 0, shape: 0, position: 0, background: 0, all: 0 };
   cases.forEach(({ scene }, i) => {
@@ -220,6 +231,10 @@ async function main() {
     adherence[`heldOut_${steps}step`] = score(heldOut, images);
     log(`held-out, ${steps} step(s): ${JSON.stringify(adherence[`heldOut_${steps}step`])}`);
   }
+  // The checker on the generator's own renders of the same scenes: how far it can be trusted.
+  const checkerOnRenders = score(heldOut, heldOut.map((c) => S.render(c.scene)));
+  log(`checker on clean renders: ${JSON.stringify(checkerOnRenders)}`);
+  const confusion2step = shapeConfusion(heldOut, byStep[2]);
   const seenImages: RgbImage[] = [];
   for (const [i, c] of seen.entries()) seenImages.push((await run(pipe, { prompt: c.prompt, steps: 2, seed: i })).image);
   adherence.seen_2step = score(seen, seenImages);
@@ -279,6 +294,8 @@ async function main() {
   console.log('\nadherence (colour / shape / position / background / all three):');
   for (const [k, v] of Object.entries(adherence)) console.log(`  ${k.padEnd(16)} ${pct(v.colour)} / ${pct(v.shape)} / ${pct(v.position)} / ${pct(v.background)} / ${pct(v.all)}  (n=${v.n})`);
   console.log(`  image-to-image   ${pct(i2i.adherence.colour)} / ${pct(i2i.adherence.shape)} / ${pct(i2i.adherence.position)} / ${pct(i2i.adherence.background)} / ${pct(i2i.adherence.all)}  (n=${i2i.n})`);
+  console.log(`  (the checker on clean renders of the held-out scenes: ${pct(checkerOnRenders.colour)} / ${pct(checkerOnRenders.shape)} / ${pct(checkerOnRenders.position)} / ${pct(checkerOnRenders.background)})`);
+  console.log(`shape seen by the checker, per requested shape (held-out, 2 steps): ${JSON.stringify(confusion2step)}`);
   console.log(`preview PSNR: mean ${mean(previewPsnr).toFixed(2)} dB, min ${Math.min(...previewPsnr).toFixed(2)} dB`);
   if (speedResult) console.log(`speed: ${JSON.stringify(speedResult)}`);
 
@@ -288,6 +305,8 @@ async function main() {
     date: new Date().toISOString(),
     targets: TARGETS,
     adherence,
+    checkerOnRenders,
+    shapeConfusion_heldOut_2step: confusion2step,
     imageToImage: i2i,
     preview: { psnrMeanDb: mean(previewPsnr), psnrMinDb: Math.min(...previewPsnr), n: previewPsnr.length },
     speed: speedResult,
