@@ -1,7 +1,8 @@
 /**
  * Generator of small, untrained diffusion models in the exact diffusers/optimum ONNX folder layout
- * (SD-Turbo class). Used for the embedded default model (models/default) and by tests that need
- * signature variants (fp16 I/O, int64 input_ids, scalar float timestep, latent_parameters, ...).
+ * (SD-Turbo class). Used by tests that need signature variants (fp16 I/O, int64 input_ids, scalar
+ * float timestep, latent_parameters, ...), by the zero-cost benchmark instrument and by
+ * `npm run make-models`. The embedded default model is trained instead (training/).
  *
  * Every model is tiny (well under 1 MB) and is written in a few tens of milliseconds. Weights are
  * deterministic functions of `seed`. The UNet is hand-designed rather than trained: it predicts

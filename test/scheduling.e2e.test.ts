@@ -2,11 +2,15 @@
 // similar-frame skips and the metrics that show them, against the real server process.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import sharp from 'sharp';
 import WebSocket from 'ws';
 import { CloseCode, ErrorCode, type ErrorMessage, type FrameMessage, type SkippedMessage } from '../shared/protocol.js';
 import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
 import { TestClient } from './helpers/ws-client.js';
+import { writeTinyModel } from '../scripts/tiny-model.js';
 
 async function metric(server: ServerProcess, line: RegExp): Promise<number> {
   const text = await (await fetch(`${server.httpUrl}/metrics`)).text();
@@ -73,10 +77,19 @@ describe('batching and fairness (max batch 4)', () => {
 
 describe('slow readers, admission, rate limit and similar frames', () => {
   let server: ServerProcess;
+  let modelDir: string;
   before(async () => {
-    server = await startServerProcess(['--max-sessions', '3', '--rate-limit', '5', '--slow-reader-timeout', '2', '--max-batch', '4']);
+    // The generated (untrained) model: its frames are noise, so the slow-reader flood below fills
+    // the socket buffers within seconds, and a 1024x1024 frame costs tens of milliseconds. The
+    // default model draws flat scenes whose PNGs compress to a few kilobytes.
+    modelDir = await mkdtemp(path.join(os.tmpdir(), 'rt-noise-model-'));
+    await writeTinyModel(modelDir);
+    server = await startServerProcess(['--model', modelDir, '--max-sessions', '3', '--rate-limit', '5', '--slow-reader-timeout', '2', '--max-batch', '4']);
   });
-  after(() => server.stop());
+  after(async () => {
+    await server.stop();
+    await rm(modelDir, { recursive: true, force: true });
+  });
 
   test('a reader that never reads is closed with 4001 and does not slow another session', async () => {
     // A client that stops reading right after hello.
