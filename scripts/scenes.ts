@@ -8,6 +8,7 @@
  * region of the foreground centroid, shape = the template (rendered with these rules at the
  * foreground's centroid and area) that overlaps the foreground best.
  */
+import { Mulberry32 } from './mulberry32.js';
 
 export const SIZE = 256;
 
@@ -66,19 +67,8 @@ export interface Scene {
   rot: number;
 }
 
-/** Deterministic PRNG (mulberry32). */
-export class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  random(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
+/** Deterministic PRNG (mulberry32) with the draws the scene rules need. */
+export class Rng extends Mulberry32 {
   uniform(a: number, b: number): number {
     return a + (b - a) * this.random();
   }

@@ -14,6 +14,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { GraphBuilder, type ElemType } from './onnx/graph-builder.js';
+import { Mulberry32 } from './mulberry32.js';
 
 export interface TinyModelOptions {
   /** PRNG seed for all weights (default 1). */
@@ -52,18 +53,13 @@ export const NUM_TRAIN_TIMESTEPS = 1000;
 // ---------------------------------------------------------------------------------------------
 // Deterministic PRNG (mulberry32 + Box-Muller)
 
-class Rng {
-  private s: number;
+class Rng extends Mulberry32 {
   private spare: number | null = null;
   constructor(seed: number) {
-    this.s = (Math.floor(seed) ^ 0x9e3779b9) >>> 0;
+    super(Math.floor(seed) ^ 0x9e3779b9);
   }
   uniform(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.random();
   }
   normal(): number {
     if (this.spare !== null) {
