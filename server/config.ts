@@ -36,6 +36,15 @@ export interface ServerConfig {
   slowReaderMs: number;
   /** Hard per-socket buffer limit passed to uWebSockets.js. */
   maxBackpressureBytes: number;
+  /** Bytes of input images being decoded or waiting to run, over all sessions; a request that
+   * would exceed it is answered `overloaded`. */
+  imageMemoryBytes: number;
+  /** On SIGTERM/SIGINT: how long running and pending requests may take to finish before the
+   * process exits anyway. Below Kubernetes' default 30 s grace period. */
+  drainTimeoutMs: number;
+  /** Inference-process restarts tried in a row (without a successful load between) before the
+   * server gives up, fails /healthz and exits non-zero for its supervisor to restart it. */
+  engineMaxRestarts: number;
   previewJpegQuality: number;
   frameJpegQuality: number;
   limits: Limits;
@@ -85,6 +94,12 @@ const FLAGS = {
   '--allowed-origins': 'allowedOrigins',
   '--tls-cert': 'tlsCert',
   '--tls-key': 'tlsKey',
+  '--session-idle-timeout': 'sessionIdleTimeout',
+  '--message-deadline': 'messageDeadline',
+  '--max-bad-messages': 'maxBadMessages',
+  '--image-memory': 'imageMemory',
+  '--drain-timeout': 'drainTimeout',
+  '--engine-restarts': 'engineRestarts',
 } as const;
 const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty', '--spinning': 'spinning', '--insecure': 'insecure' } as const;
 
@@ -106,6 +121,12 @@ export const USAGE = `Usage: npm start -- [options]
   --rate-limit N       generate messages per second per session, burst N (default 60)
   --skip-threshold D   skip image-to-image frames differing from the last by less than D (0-255 mean; 0 = off; default 1.5)
   --slow-reader-timeout S  close readers whose send buffer stays full this many seconds (default 10)
+  --session-idle-timeout S close sessions that send no request for S seconds, pongs aside (default 600; 0 = never)
+  --message-deadline S   a message must arrive whole within S seconds (default 20)
+  --max-bad-messages N   malformed or invalid messages per minute before a session is closed (default 20)
+  --image-memory MB      memory for input images being decoded or waiting, all sessions (default 512)
+  --drain-timeout S      on SIGTERM, time for accepted requests to finish before exiting (default 25)
+  --engine-restarts N    inference restarts in a row before the server exits non-zero (default 3)
   --max-prompt-chars N   longest prompt (default 1000)
   --max-image-bytes N    largest input image in bytes (default 8388608)
   --max-image-pixels N   largest input image in decoded pixels, checked from its header (default 16777216)
@@ -185,6 +206,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     frameBackpressureBytes: 1024 * 1024,
     slowReaderMs: 1000 * integer('--slow-reader-timeout', flags.slowReaderTimeout, 10, 1, 3600),
     maxBackpressureBytes: 16 * 1024 * 1024,
+    imageMemoryBytes: 1024 * 1024 * integer('--image-memory', flags.imageMemory, 512, 16, 1 << 20),
+    drainTimeoutMs: 1000 * integer('--drain-timeout', flags.drainTimeout ?? env.DRAIN_TIMEOUT, 25, 1, 3600),
+    engineMaxRestarts: integer('--engine-restarts', flags.engineRestarts, 3, 0, 1000),
     previewJpegQuality: 70,
     frameJpegQuality: 90,
     limits: {
@@ -205,6 +229,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
       maxSessionsPerKey: integer('--max-sessions-per-key', flags.maxSessionsPerKey, 32, 1, 100_000),
       maxPendingPerSession: 1,
       idleTimeoutSeconds,
+      sessionIdleSeconds: integer('--session-idle-timeout', flags.sessionIdleTimeout, 600, 0, 86_400),
+      messageDeadlineSeconds: integer('--message-deadline', flags.messageDeadline, 20, 2, 3600),
+      maxBadMessagesPerMinute: integer('--max-bad-messages', flags.maxBadMessages, 20, 1, 100_000),
       maxRequestsPerSecond: rateLimit,
       requestBurst: rateLimit,
       similarFrameThreshold: skipThreshold,

@@ -89,6 +89,14 @@ export interface Limits {
   maxStrength: number;
   /** Concurrent sessions one API key (or the tokens minted with it) may hold. */
   maxSessionsPerKey: number;
+  /** A connection that sends no `generate`, `cancel` or `auth` for this long is closed with
+   * CloseCode.Idle, even if it answers pings (0 = never). */
+  sessionIdleSeconds: number;
+  /** A message must arrive whole within this many seconds of its first byte (a stalled upload is dropped). */
+  messageDeadlineSeconds: number;
+  /** Malformed or invalid messages tolerated per connection within a minute before it is closed
+   * with CloseCode.TooManyBadMessages. */
+  maxBadMessagesPerMinute: number;
   /** Sustained `generate` messages per second per connection; more get `rate_limited`. */
   maxRequestsPerSecond: number;
   /** How many `generate` messages may arrive at once before the rate applies. */
@@ -179,9 +187,27 @@ export interface CancelledMessage {
 
 export interface ErrorMessage {
   type: 'error';
+  /** The request this error ends. Absent when the error is about a message that never became a
+   * request (undecodable, unknown type, or a `duplicate_id` refusal: see `refusedId`). */
   id?: RequestId;
   code: ErrorCode;
   message: string;
+  /** `duplicate_id`: the id the refused message carried. The request already holding that id goes
+   * on and gets its own single final reply. */
+  refusedId?: RequestId;
+  /** Retrying the same input later may succeed: wait at least this long (ms). Set on
+   * `overloaded`, `not_ready`, `shutting_down`, `engine_restarted` and `rate_limited`. */
+  retryAfterMs?: number;
+}
+
+/** The server is shutting down (deploy, scale-in): every request it had accepted on this
+ * connection has been answered. It closes the socket with CloseCode.GoingAway right after; connect
+ * again through the same URL (a balancer sends you to another node). */
+export interface GoingAwayMessage {
+  type: 'going_away';
+  reason: 'shutdown';
+  /** Suggested wait before reconnecting (ms), already jitter-free: clients should add their own. */
+  reconnectAfterMs: number;
 }
 
 export type ServerMessage =
@@ -192,7 +218,8 @@ export type ServerMessage =
   | SkippedMessage
   | AuthenticatedMessage
   | CancelledMessage
-  | ErrorMessage;
+  | ErrorMessage
+  | GoingAwayMessage;
 
 // ---------------------------------------------------------------- errors
 
@@ -224,6 +251,12 @@ export const ErrorCode = {
   InvalidToken: 'invalid_token',
   /** The model is still loading. */
   NotReady: 'not_ready',
+  /** The server is draining for shutdown and takes no new requests; reconnect (see going_away). */
+  ShuttingDown: 'shutting_down',
+  /** The inference process died while this request ran and is being restarted; resend it. */
+  EngineRestarted: 'engine_restarted',
+  /** The server's memory budget for input images is full; resend after `retryAfterMs`. */
+  Overloaded: 'overloaded',
   /** Inference failed; the connection and server keep working. */
   Internal: 'internal',
 } as const;
@@ -237,6 +270,12 @@ export const CloseCode = {
   MessageTooBig: 1009,
   /** The client read too slowly: its send buffer stayed over the limit for the slow-reader timeout. */
   SlowReader: 4001,
+  /** Too many malformed or invalid messages (limits.maxBadMessagesPerMinute). */
+  TooManyBadMessages: 4002,
   /** The connection's browser token expired without an in-band `auth` refresh. */
   TokenExpired: 4003,
+  /** A message did not arrive whole within limits.messageDeadlineSeconds of its first byte. */
+  MessageDeadline: 4004,
+  /** No request, cancel or auth for limits.sessionIdleSeconds (pongs alone do not count). */
+  Idle: 4008,
 } as const;
