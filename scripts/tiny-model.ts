@@ -39,6 +39,8 @@ export interface TinyModelOptions {
   sampleSize?: number;
   /** Text embedding width (default 64). */
   hiddenSize?: number;
+  /** Export the UNet with fixed shapes, [1, 4, sampleSize, sampleSize], as static-shape exports do (default false). */
+  fixedUnetShape?: boolean;
   /** Pad token written to tokenizer_config.json (default '!', as SD 2.x / SD-Turbo). */
   padToken?: '!' | '<|endoftext|>';
 }
@@ -411,7 +413,8 @@ function unet(o: Required<TinyModelOptions>, rng: Rng): Uint8Array {
   const cd = Math.min(COLOUR_DIMS, H);
   const ctx = new Ctx('unet', o.dtype === 'float16', rng);
   const g = ctx.g;
-  const x = ctx.floatInput('sample', ['batch', LATENT_CHANNELS, 'height', 'width']);
+  const sampleDims = o.fixedUnetShape ? [1, LATENT_CHANNELS, o.sampleSize, o.sampleSize] : ['batch', LATENT_CHANNELS, 'height', 'width'];
+  const x = ctx.floatInput('sample', sampleDims);
   let tf: string;
   if (o.timestep === 'int64') {
     g.input('timestep', 'int64', ['batch']);
@@ -487,7 +490,7 @@ function unet(o: Required<TinyModelOptions>, rng: Rng): Uint8Array {
   eps = g.node('Sub', [eps, g.node('Mul', [e1, coef[2]])]);
   eps = g.node('Sub', [eps, g.node('Mul', [e2, coef[3]])]);
   eps = g.node('Sub', [eps, g.node('Mul', [gen, coef[4]])]);
-  ctx.floatOutput('out_sample', eps, ['batch', LATENT_CHANNELS, 'height', 'width']);
+  ctx.floatOutput('out_sample', eps, sampleDims);
   return g.toBytes();
 }
 
@@ -573,6 +576,7 @@ export async function writeTinyModel(dir: string, options: TinyModelOptions = {}
     timestepCond: options.timestepCond ?? false,
     sampleSize: options.sampleSize ?? 32,
     hiddenSize: options.hiddenSize ?? 64,
+    fixedUnetShape: options.fixedUnetShape ?? false,
     padToken: options.padToken ?? '!',
   };
   if (!Number.isInteger(o.hiddenSize) || o.hiddenSize < 1) throw new Error('hiddenSize must be a positive integer');

@@ -5,7 +5,8 @@ import type { ServerConfig } from './config.js';
 import { registerRoutes } from './http/routes.js';
 import { registerTokenRoute } from './http/tokens-route.js';
 import type { Logger } from './logger.js';
-import { createRealtimeHub, type RealtimeHub } from './realtime/hub.js';
+import type { DrainReport } from './realtime/drain.js';
+import { createRealtimeHub, type HubHooks, type RealtimeHub } from './realtime/hub.js';
 import { registerRealtime, type RealtimeStats } from './realtime/socket.js';
 
 export interface RunningServer {
@@ -14,11 +15,14 @@ export interface RunningServer {
   stats: RealtimeStats;
   /** Resolves once the model is loaded and warmed up. */
   ready: Promise<void>;
+  /** Graceful shutdown: answer what was accepted, say going_away, close sockets, stop listening. */
+  drain(timeoutMs: number): Promise<DrainReport>;
+  /** Immediate shutdown: stop listening and stop the engine. */
   close(): Promise<void>;
 }
 
-export async function startServer(config: ServerConfig, logger: Logger): Promise<RunningServer> {
-  const hub = createRealtimeHub(config, logger);
+export async function startServer(config: ServerConfig, logger: Logger, hooks: HubHooks = {}): Promise<RunningServer> {
+  const hub = createRealtimeHub(config, logger, hooks);
   const app = config.tls ? uWS.SSLApp({ cert_file_name: config.tls.certFile, key_file_name: config.tls.keyFile }) : uWS.App();
   const stats = registerRealtime(app, { config, hub, logger });
   registerTokenRoute(app, hub.authenticator);
@@ -42,13 +46,25 @@ export async function startServer(config: ServerConfig, logger: Logger): Promise
     );
   }
 
+  let listening = true;
+  const stopListening = () => {
+    if (listening) uWS.us_listen_socket_close(listenSocket);
+    listening = false;
+  };
   return {
     port,
     hub,
     stats,
     ready: hub.ready,
+    async drain(timeoutMs) {
+      // Still listening while draining: /readyz answers 503 and upgrades get 503 + Retry-After, so a
+      // balancer sees the node leave instead of a refused connection.
+      const report = await hub.drain(timeoutMs);
+      stopListening();
+      return report;
+    },
     async close() {
-      uWS.us_listen_socket_close(listenSocket);
+      stopListening();
       await hub.close();
     },
   };

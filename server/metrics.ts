@@ -19,6 +19,7 @@ export class ServerMetrics {
   readonly errors: Counter<'code'>;
   readonly refusedConnections: Counter<'reason'>;
   readonly closedSlowReaders: Counter;
+  readonly engineRestarts: Counter;
 
   constructor(gauges: { sessions(): number; pendingRequests(): number }) {
     const registers = [this.registry];
@@ -54,6 +55,7 @@ export class ServerMetrics {
     this.skippedFrames = new Counter({ name: 'realtime_skipped_frames_total', help: 'Image-to-image requests skipped as nearly identical to the previous input', registers });
     this.errors = new Counter({ name: 'realtime_errors_total', help: 'Error replies by code', labelNames: ['code'], registers });
     this.refusedConnections = new Counter({ name: 'realtime_refused_connections_total', help: 'WebSocket upgrades refused, by reason', labelNames: ['reason'], registers });
+    this.engineRestarts = new Counter({ name: 'realtime_engine_restarts_total', help: 'Times the inference process died or failed to reload and was restarted', registers });
     this.closedSlowReaders = new Counter({ name: 'realtime_slow_reader_closes_total', help: 'Sockets closed for staying over the send buffer limit', registers });
   }
 

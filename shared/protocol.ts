@@ -58,6 +58,8 @@ export interface ModelInfo {
   height: number;
   /** Requested width and height must be multiples of this. */
   sizeMultiple: number;
+  /** Set when the model serves one size only (exported with fixed shapes): width and height must be these. */
+  fixedSize?: { width: number; height: number };
   minSteps: number;
   maxSteps: number;
   defaultSteps: number;

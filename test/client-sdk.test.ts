@@ -5,6 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { once } from 'node:events';
 import { connect, ErrorCode, RealtimeError, type RealtimeConnection } from '../client/index.js';
 import type { GenerateMessage } from '../shared/protocol.js';
 import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
@@ -158,11 +159,14 @@ describe('reconnecting to a restarted server', () => {
     connection = opened.connection;
     const { events, log } = opened;
 
-    // 1. A long request is running when the server goes away: it is resent to the new server.
+    // 1. A long request is running when the server dies (a crash: a drain would finish it first):
+    // it is resent to the new server.
     const long = connection.send({ prompt: 'long', steps: 8, width: 1024, height: 1024, seed: 5 });
     await nextEvent(connection, 'preview', (p) => p.id === long);
     const reconnecting = nextEvent(connection, 'state', (s) => s.state === 'reconnecting');
-    await server.stop();
+    const died = once(server.proc, 'exit');
+    server.proc.kill('SIGKILL');
+    await died;
     const { retryInMs } = await reconnecting;
     assert.ok(retryInMs !== undefined && retryInMs >= 0 && retryInMs <= 400, `retry in ${retryInMs} ms`);
     const lost = events.find(([name, v]) => name === 'error' && v.code === 'connection_lost');

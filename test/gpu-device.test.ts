@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, DEFAULT_MODEL_DIR, loadConfig } from '../server/config.js';
-import { warmBatchSizes, warmOrder } from '../server/engine/gpu-warmup.js';
+import { warmOrder, warmUp } from '../server/engine/warmup.js';
 import { DiffusionPipeline } from '../server/pipeline/pipeline.js';
 import { checkDevice, executionProvidersFor, ModelLoadError, sessionSettingsFor } from '../server/pipeline/onnx-component.js';
 import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
@@ -37,16 +37,19 @@ describe('device flags', () => {
     assert.equal(sessionSettingsFor('cuda', 0, 4).device, 'cuda');
   });
 
-  test('GPU warm-up covers every batch size, the largest first', () => {
+  test('warm-up covers every batch size, the largest first', () => {
     assert.deepEqual(warmOrder(1), []);
     assert.deepEqual(warmOrder(2), [2]);
     assert.deepEqual(warmOrder(4), [4, 2, 3]);
   });
 
-  test('the batch warm-up runs through the pipeline (on the CPU here; the worker uses it on GPUs)', async () => {
+  test('warm-up runs every batch size and the extreme accepted sizes through the pipeline', async () => {
     const pipeline = await DiffusionPipeline.load(DEFAULT_MODEL_DIR, 'cpu', sessionSettingsFor('cpu', 0, 2));
-    const ms = await warmBatchSizes(pipeline, 3);
-    assert.ok(ms > 0 && ms < 30_000, `${ms} ms`);
+    const warm = await warmUp(pipeline, { modelDir: DEFAULT_MODEL_DIR, device: 'cpu', deviceId: 0, threads: 2, spinning: false, maxBatch: 3, sizes: { min: 64, max: 512, multiple: 8 } });
+    assert.deepEqual(warm.shapes, ['1x256x256', '3x256x256', '2x256x256', '1x64x64', '1x512x512', '1x512x64']);
+    assert.equal(warm.maxBatch, 3);
+    assert.equal(warm.info.fixedSize, undefined);
+    assert.deepEqual(warm.warnings, []);
   });
 });
 

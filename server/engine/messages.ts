@@ -1,5 +1,5 @@
-// Messages between the uWS thread and the inference worker. Pixel buffers move (transfer) rather
-// than copy; everything else is small.
+// Messages between the server and the inference process (over its IPC channel, with the structured
+// clone serialization, so typed arrays travel as binary).
 import type { ModelInfo } from '../../shared/protocol.js';
 import type { Device } from '../config.js';
 import type { GenerateRequest } from '../pipeline/generation.js';
@@ -13,6 +13,8 @@ export interface LoadOptions {
   spinning: boolean;
   /** Requests active in the worker at once, and so the largest UNet batch. */
   maxBatch: number;
+  /** Accepted output sizes (the operator's limits): warm-up runs their extremes. */
+  sizes: { min: number; max: number; multiple: number };
 }
 
 /** One generation as the worker sees it: validated, defaulted, its image decoded to RGB. */
@@ -44,7 +46,7 @@ export interface RgbImage {
 }
 
 export type FromWorker =
-  | { kind: 'ready'; info: ModelInfo; warmupMs: number }
+  | { kind: 'ready'; info: ModelInfo; warmupMs: number; maxBatch: number; warmed: string[]; warnings: string[] }
   | { kind: 'load-failed'; message: string }
   | { kind: 'started'; jobId: number }
   | { kind: 'preview'; jobId: number; step: number; steps: number; image: RgbImage }

@@ -3,9 +3,12 @@ import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { PROTOCOL_VERSION, REALTIME_PATH, type Limits, type ModelInfo } from '../../shared/protocol.js';
 import { registerStatic } from './static.js';
 import type { ServerMetrics } from '../metrics.js';
+import type { HubState } from '../realtime/hub.js';
 
 export interface RouteState {
   isReady(): boolean;
+  state(): HubState;
+  isHealthy(): boolean;
   model(): ModelInfo | undefined;
   limits(): Limits;
   metrics: ServerMetrics;
@@ -20,14 +23,18 @@ export function sendJson(res: HttpResponse, status: string, body: unknown, heade
 }
 
 export function registerRoutes(app: TemplatedApp, state: RouteState): void {
-  // Liveness: the process and its event loop are up, whatever the model is doing.
-  app.get('/healthz', (res) => sendJson(res, '200 OK', { status: 'ok' }));
+  // Liveness: the process and its event loop are up and the engine has not given up restarting.
+  app.get('/healthz', (res) => {
+    if (state.isHealthy()) sendJson(res, '200 OK', { status: 'ok' });
+    else sendJson(res, '503 Service Unavailable', { status: 'failed' });
+  });
 
-  // Readiness: 200 only once the model is loaded and warmed up, so a load balancer never routes a
-  // user to a server that would answer the first request seconds late.
+  // Readiness: 200 only once the model is loaded and warmed up and while the server is not
+  // draining, so a load balancer never routes a user to a server that would answer late or not at all.
   app.get('/readyz', (res) => {
-    if (state.isReady()) sendJson(res, '200 OK', { status: 'ready' });
-    else sendJson(res, '503 Service Unavailable', { status: 'loading' }, { 'retry-after': '1' });
+    const current = state.state();
+    if (current === 'ready') sendJson(res, '200 OK', { status: 'ready' });
+    else sendJson(res, '503 Service Unavailable', { status: current }, { 'retry-after': '1' });
   });
 
   app.get('/v1/models', (res) => {

@@ -83,12 +83,11 @@ export class DiffusionPipeline {
   }
 
   /** Runs every model once at the default size so the first real request pays no first-run costs. */
-  async warmup(): Promise<number> {
+  async warmup(width = this.info.width, height = this.info.height): Promise<number> {
     const started = performance.now();
-    const size = this.info.width;
-    const request: GenerateRequest = { prompt: 'warm up', steps: 2, strength: 1, seed: 0, width: size, height: size, previews: true };
+    const request: GenerateRequest = { prompt: 'warm up', steps: 2, strength: 1, seed: 0, width, height, previews: true };
     await this.generate(request, {});
-    if (this.model.vaeEncoder) await this.generate({ ...request, image: new Uint8Array(size * size * 3).fill(128) }, {});
+    if (this.model.vaeEncoder) await this.generate({ ...request, image: new Uint8Array(width * height * 3).fill(128) }, {});
     this.embeddings.clear();
     return performance.now() - started;
   }

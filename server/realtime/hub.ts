@@ -10,8 +10,17 @@ import { ServerMetrics } from '../metrics.js';
 import { Authenticator, type Principal } from '../security/authenticator.js';
 import { OriginPolicy } from '../security/origin-policy.js';
 import { TokenIssuer } from '../security/tokens.js';
+import { drainSessions, type DrainReport } from './drain.js';
 import { Scheduler } from './scheduler.js';
 import { RealtimeSession, type SocketSink } from './session.js';
+
+/** Where the server is in its life: what /readyz, /healthz and upgrades answer follows from it. */
+export type HubState = 'loading' | 'ready' | 'restarting' | 'draining' | 'failed';
+
+export interface HubHooks {
+  /** The inference engine cannot come back: the process should exit non-zero for its supervisor. */
+  fatal?(reason: string): void;
+}
 
 export interface RealtimeHub {
   readonly engine: InferenceEngine;
@@ -21,20 +30,29 @@ export interface RealtimeHub {
   /** Resolves once the model is loaded and warmed up; rejects if it cannot load. */
   readonly ready: Promise<void>;
   isReady(): boolean;
+  state(): HubState;
+  /** False once the engine gave up restarting: /healthz fails. */
+  isHealthy(): boolean;
   /** The served model, with the operator's step cap applied; undefined while loading. */
   model(): ModelInfo | undefined;
   limits(): Limits;
   /** Whether another session may open for `principal` (admission control); counts a refusal when not. */
-  admit(principal: Principal): { ok: true } | { ok: false; reason: 'loading' | 'full' | 'key_limit' };
+  admit(principal: Principal): { ok: true } | { ok: false; reason: AdmissionRefusal };
   /** A session for a newly opened socket, and the `hello` bytes to send it first. */
   openSession(sink: SocketSink, principal: Principal): { session: RealtimeSession; hello: Uint8Array };
   /** The socket of a session closed. */
   closeSession(session: RealtimeSession): void;
+  /** Graceful shutdown: see drain.ts. Stops the engine at the end. */
+  drain(timeoutMs: number): Promise<DrainReport>;
+  /** Stops the engine now (tests, second signal). */
   close(): Promise<void>;
 }
 
-export function createRealtimeHub(config: ServerConfig, logger: Logger): RealtimeHub {
+export type AdmissionRefusal = 'loading' | 'draining' | 'full' | 'key_limit';
+
+export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: HubHooks = {}): RealtimeHub {
   const sessions = new Set<RealtimeSession>();
+  let draining = false;
   const sessionsPerKey = new Map<string, number>();
   const { security } = config;
   const authenticator = new Authenticator(
@@ -51,12 +69,23 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
     },
   });
   const engine = new InferenceEngine(
-    { modelDir: config.modelDir, device: config.device, deviceId: config.deviceId, threads: config.threads, spinning: config.spinning, maxBatch: config.maxBatch },
-    logger,
-    (batchSize, ms) => {
-      metrics.batchSize.observe(batchSize);
-      metrics.unetCallSeconds.observe(ms / 1000);
+    {
+      modelDir: config.modelDir, device: config.device, deviceId: config.deviceId, threads: config.threads, spinning: config.spinning,
+      maxBatch: config.maxBatch,
+      sizes: { min: config.limits.minSize, max: config.limits.maxSize, multiple: config.limits.sizeMultiple },
     },
+    logger,
+    {
+      unetCall: (batchSize, ms) => {
+        metrics.batchSize.observe(batchSize);
+        metrics.unetCallSeconds.observe(ms / 1000);
+      },
+      // After a restart: work that waited for the model goes in.
+      ready: () => scheduler.resume(),
+      restarting: () => metrics.engineRestarts.inc(),
+      fatal: (reason) => hooks.fatal?.(reason),
+    },
+    { maxRestarts: config.engineMaxRestarts },
   );
   // As many requests in the worker as one UNet batch holds: the rest wait, round-robin, here.
   const scheduler = new Scheduler(engine, config.maxBatch);
@@ -76,7 +105,13 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
       maxSteps: Math.min(info.maxSteps, config.limits.maxSteps),
     };
   };
-  const isReady = () => engine.ready;
+  const isReady = () => engine.ready && !draining;
+  const state = (): HubState => {
+    if (!engine.alive) return 'failed';
+    if (draining) return 'draining';
+    if (engine.ready) return 'ready';
+    return engine.info ? 'restarting' : 'loading';
+  };
 
   const ready = engine.whenReady().then(() => {
     const info = model()!;
@@ -84,7 +119,6 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
       { model: info.name, size: `${info.width}x${info.height}`, scheduler: info.scheduler, previews: info.previews, img2img: info.img2img, warmupMs: Math.round(engine.warmupMs) },
       'model ready',
     );
-    scheduler.resume();
   });
 
   return {
@@ -94,14 +128,17 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
     authenticator,
     ready,
     isReady,
+    state,
+    isHealthy: () => engine.alive,
     model,
     limits,
     admit(principal) {
-      const refuse = (reason: 'loading' | 'full' | 'key_limit') => {
+      const refuse = (reason: AdmissionRefusal) => {
         metrics.refusedConnections.inc({ reason });
         return { ok: false as const, reason };
       };
-      if (!isReady()) return refuse('loading');
+      if (draining) return refuse('draining');
+      if (!engine.ready) return refuse('loading');
       if (sessions.size >= config.maxSessions) return refuse('full');
       // Per-key limits need keys: an open (keyless, loopback) server is bounded by --max-sessions alone.
       const perKey = sessionsPerKey.get(principal.keyId) ?? 0;
@@ -122,7 +159,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
         },
         previewJpegQuality: config.previewJpegQuality,
         frameJpegQuality: config.frameJpegQuality,
-        isReady,
+        hubState: state,
         principal,
         verifyToken: (token) => authenticator.tokens.verify(token),
       }, metrics, logger);
@@ -137,6 +174,12 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
       if (left > 0) sessionsPerKey.set(keyId, left);
       else sessionsPerKey.delete(keyId);
       session.close();
+    },
+    async drain(timeoutMs) {
+      draining = true;
+      const report = await drainSessions(sessions, timeoutMs, logger);
+      await engine.close();
+      return report;
     },
     close: () => engine.close(),
   };

@@ -88,6 +88,16 @@ export class Outbox {
     this.enqueue(async () => held);
   }
 
+  /** A final frame is held back for a slow reader. */
+  get holding(): boolean {
+    return this.heldFrame !== undefined;
+  }
+
+  /** Resolves once everything queued so far has been written to the socket (or dropped). */
+  flushed(): Promise<void> {
+    return this.chain;
+  }
+
   close(): void {
     this.closed = true;
     this.heldFrame = undefined;

@@ -63,9 +63,9 @@ export class Scheduler {
           finished();
           listener.onCancelled();
         },
-        onFailed: (message, invalidInput) => {
+        onFailed: (failure) => {
           finished();
-          listener.onFailed(message, invalidInput);
+          listener.onFailed(failure);
         },
       });
     }

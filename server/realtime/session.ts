@@ -5,14 +5,16 @@
 import { performance } from 'node:perf_hooks';
 import { decodeMessage } from '../../shared/codec.js';
 import { CloseCode, ErrorCode, type Limits, type ModelInfo, type RequestId, type ServerMessage } from '../../shared/protocol.js';
-import type { JobListener } from '../engine/engine.js';
+import type { JobFailure, JobListener } from '../engine/engine.js';
 import type { RgbImage, WorkerTimings } from '../engine/messages.js';
 import { decodeInputImage, encodeImage, ImageInputError } from '../imaging.js';
 import type { Logger } from '../logger.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { Principal } from '../security/authenticator.js';
 import type { TokenCheck } from '../security/tokens.js';
+import type { DrainableSession } from './drain.js';
 import { frameSignature, signatureDistance } from './frame-similarity.js';
+import type { HubState } from './hub.js';
 import { Outbox, type OutboxOptions, type SocketSink } from './outbox.js';
 import { TokenBucket } from './rate-limiter.js';
 import type { Scheduler, SchedulableSession } from './scheduler.js';
@@ -26,8 +28,8 @@ export interface SessionOptions {
   outbox: OutboxOptions;
   previewJpegQuality: number;
   frameJpegQuality: number;
-  /** False while the inference worker restarts. */
-  isReady(): boolean;
+  /** 'restarting' while the inference process restarts; 'draining' once the server shuts down. */
+  hubState(): HubState;
   /** Who this connection acts for; a token-based one expires unless refreshed with `auth`. */
   principal: Principal;
   verifyToken(token: string): Promise<TokenCheck>;
@@ -45,6 +47,8 @@ interface Running extends Admitted {
   jobId: number;
   startedAt: number;
   previewSent: boolean;
+  /** Answered `shutting_down` by the drain: whatever the job still reports is dropped. */
+  abandoned?: boolean;
 }
 
 /** The last image-to-image input admitted, to recognise an unchanged camera frame. */
@@ -54,7 +58,11 @@ interface LastInput {
   signature: Uint8Array;
 }
 
-export class RealtimeSession implements SchedulableSession {
+/** Suggested waits for retryable errors: a restart takes about a second, a drain ends the socket. */
+const RETRY_AFTER_RESTART_MS = 1000;
+const RECONNECT_AFTER_SHUTDOWN_MS = 100;
+
+export class RealtimeSession implements SchedulableSession, DrainableSession {
   private pending: Admitted | undefined;
   private running: Running | undefined;
   /** Requests whose image is still being decoded, by arrival number. */
@@ -162,8 +170,13 @@ export class RealtimeSession implements SchedulableSession {
   private async generate(request: ValidGenerate): Promise<void> {
     const arrivedAt = performance.now();
     const { id } = request;
-    if (!this.options.isReady()) {
-      this.reply({ type: 'error', id, code: ErrorCode.NotReady, message: 'the model is reloading; retry shortly' });
+    const state = this.options.hubState();
+    if (state === 'draining' || state === 'failed') {
+      this.reply({ type: 'error', id, code: ErrorCode.ShuttingDown, message: 'the server is shutting down; reconnect to continue', retryAfterMs: RECONNECT_AFTER_SHUTDOWN_MS });
+      return;
+    }
+    if (state !== 'ready') {
+      this.reply({ type: 'error', id, code: ErrorCode.NotReady, message: 'the model is reloading; retry shortly', retryAfterMs: RETRY_AFTER_RESTART_MS });
       return;
     }
     if (!this.rate.take()) {
@@ -277,31 +290,39 @@ export class RealtimeSession implements SchedulableSession {
 
   private listenerFor(running: Running): JobListener {
     const { request } = running;
+    // Returns false for a job whose request was already answered (abandoned by the drain).
     const finish = () => {
       if (this.running === running) this.running = undefined;
       if (this.pending && !this.closed) this.scheduler.enqueue(this);
+      return !running.abandoned;
     };
     return {
       onStarted: () => {
         running.startedAt = performance.now();
       },
-      onPreview: (step, steps, image) => this.sendPreview(running, step, steps, image),
+      onPreview: (step, steps, image) => {
+        if (!running.abandoned) this.sendPreview(running, step, steps, image);
+      },
       onDone: (image, timings) => {
-        finish();
-        this.sendFrame(running, image, timings);
+        if (finish()) this.sendFrame(running, image, timings);
       },
       onCancelled: () => {
-        finish();
-        this.reply({ type: 'cancelled', id: request.id });
+        if (finish()) this.reply({ type: 'cancelled', id: request.id });
       },
-      onFailed: (message, invalidInput) => {
-        finish();
-        if (invalidInput) {
-          this.reply({ type: 'error', id: request.id, code: ErrorCode.InvalidStrength, message });
-          return;
+      onFailed: (failure: JobFailure) => {
+        if (!finish()) return;
+        const { message } = failure;
+        switch (failure.reason) {
+          case 'invalid_input':
+            this.reply({ type: 'error', id: request.id, code: ErrorCode.InvalidStrength, message });
+            return;
+          case 'engine_restarted':
+            this.reply({ type: 'error', id: request.id, code: ErrorCode.EngineRestarted, message, retryAfterMs: RETRY_AFTER_RESTART_MS });
+            return;
+          case 'internal':
+            this.logger.error({ id: request.id, message }, 'generation failed');
+            this.reply({ type: 'error', id: request.id, code: ErrorCode.Internal, message: `generation failed: ${message}` });
         }
-        this.logger.error({ id: request.id, message }, 'generation failed');
-        this.reply({ type: 'error', id: request.id, code: ErrorCode.Internal, message: `generation failed: ${message}` });
       },
     };
   }
@@ -352,6 +373,33 @@ export class RealtimeSession implements SchedulableSession {
   private reply(message: ServerMessage): void {
     if (message.type === 'error') this.metrics.errors.inc({ code: message.code });
     this.outbox.control(message);
+  }
+
+  get busy(): boolean {
+    return this.openRequests > 0 || this.decoding.size > 0 || this.outbox.holding;
+  }
+
+  goAway(): void {
+    if (this.closed) return;
+    this.outbox.control({ type: 'going_away', reason: 'shutdown', reconnectAfterMs: RECONNECT_AFTER_SHUTDOWN_MS });
+    void this.outbox.flushed().then(() => this.sink.close(CloseCode.GoingAway, 'server shutting down'));
+  }
+
+  abandonRequests(): void {
+    const shuttingDown = (id: RequestId) =>
+      this.reply({ type: 'error', id, code: ErrorCode.ShuttingDown, message: 'the server shut down before this request finished', retryAfterMs: RECONNECT_AFTER_SHUTDOWN_MS });
+    if (this.pending) shuttingDown(this.pending.request.id);
+    this.pending = undefined;
+    this.scheduler.remove(this);
+    for (const entry of this.decoding.values()) entry.cancelled = true;
+    const running = this.running;
+    if (running) {
+      // Its job may still report; the id's one final reply is this one.
+      running.abandoned = true;
+      this.running = undefined;
+      this.scheduler.cancel(running.jobId);
+      shuttingDown(running.request.id);
+    }
   }
 
   /** The socket closed: drop what is pending and stop the running job at its next step. */

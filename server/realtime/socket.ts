@@ -71,6 +71,8 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
         if (!admission.ok) {
           // Loading ends in seconds; a full server or key frees up as users leave.
           if (admission.reason === 'loading') refuse('503 Service Unavailable', 'model loading', '1');
+          // Draining for shutdown: a balancer retries another node, a client reconnects soon.
+          else if (admission.reason === 'draining') refuse('503 Service Unavailable', 'server shutting down', '1');
           else if (admission.reason === 'full') refuse('503 Service Unavailable', 'server full', '5');
           else refuse('429 Too Many Requests', 'too many sessions for this key', '5');
           return;

@@ -121,7 +121,8 @@ function validateGenerate(value: Record<string, unknown>, id: RequestId, limits:
 
   const w = width ?? model.width;
   const h = height ?? model.height;
-  for (const [name, v] of [['width', w], ['height', h]] as const) {
+  // A fixed-shape model is checked below against the one size it serves.
+  if (!model.fixedSize) for (const [name, v] of [['width', w], ['height', h]] as const) {
     if (!isInt(v) || v < limits.minSize || v > limits.maxSize || v % limits.sizeMultiple !== 0) {
       return fail(
         ErrorCode.InvalidSize,
@@ -129,6 +130,11 @@ function validateGenerate(value: Record<string, unknown>, id: RequestId, limits:
         id,
       );
     }
+  }
+
+  if (model.fixedSize && (w !== model.fixedSize.width || h !== model.fixedSize.height)) {
+    const { width: fw, height: fh } = model.fixedSize;
+    return fail(ErrorCode.InvalidSize, `model ${model.name} was exported with fixed shapes and serves ${fw}x${fh} only`, id);
   }
 
   const fmt = format ?? 'jpeg';
