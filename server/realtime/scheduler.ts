@@ -15,9 +15,9 @@
 //   first once a heavy slot frees. Fewer heavy jobs at once also means shorter heavy UNet and decoder
 //   calls, which is what a light request admitted beside them waits for: the batch runner alternates
 //   groups of different latent sizes, so it waits about one heavy step per step of its own (and any
-//   heavy decode that falls in between). Measured on 2 CPU cores, one heavy slot of four halves the
-//   light p99 of two without costing heavy throughput (docs/performance.md); batching heavy jobs pays
-//   more on a GPU, where --heavy-share gives them more slots.
+//   heavy decode that falls in between). Measured on 2 CPU cores, one heavy slot of four gave light
+//   requests a third of the latency of two, and no fewer heavy frames (docs/performance.md);
+//   batching heavy jobs pays more on a GPU, where --heavy-share gives them more slots.
 //
 // Latest wins is untouched: the tag belongs to the session, not to its pending request, which a
 // newer one may replace while it waits; the cost is charged for the request actually handed over.
