@@ -4,6 +4,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ModelInfo } from '../shared/protocol.js';
+import { ConfigError, loadConfig } from '../server/config.js';
 import type { JobListener } from '../server/engine/engine.js';
 import type { JobSpec } from '../server/engine/messages.js';
 import { requestCost, type JobShape } from '../server/realtime/cost.js';
@@ -94,6 +95,12 @@ describe('request cost', () => {
     assert.deepEqual([1, 2, 4, 8, 64].map((c) => heavySlotsFor(c, 0.25)), [1, 1, 1, 2, 16]);
     assert.deepEqual([1, 4].map((c) => heavySlotsFor(c, 0)), [1, 1]);
     assert.deepEqual([1, 4].map((c) => heavySlotsFor(c, 1)), [1, 4]);
+  });
+
+  test('--heavy-share: a fraction from 0 to 1, a quarter by default', () => {
+    assert.equal(loadConfig([], {}).heavyShare, 0.25);
+    assert.equal(loadConfig(['--heavy-share', '0.5'], {}).heavyShare, 0.5);
+    for (const bad of ['1.5', '-0.1', 'half']) assert.throws(() => loadConfig(['--heavy-share', bad], {}), ConfigError);
   });
 });
 
