@@ -26,6 +26,9 @@ export interface ServerConfig {
   logPretty: boolean;
   /** Requests stepped together in one UNet call (1 = no batching). */
   maxBatch: number;
+  /** Share of the maxBatch slots that heavy requests (costing more than a batch of the model's
+   * default requests) may hold together; the rest stay free for light ones (realtime/scheduler.ts). */
+  heavyShare: number;
   /** Open sessions at most; further upgrades get 503 with Retry-After. */
   maxSessions: number;
   /** Bytes buffered for a reader above which previews are dropped. */
@@ -81,6 +84,7 @@ const FLAGS = {
   '--max-size': 'maxSize',
   '--idle-timeout': 'idleTimeout',
   '--max-batch': 'maxBatch',
+  '--heavy-share': 'heavyShare',
   '--max-sessions': 'maxSessions',
   '--rate-limit': 'rateLimit',
   '--skip-threshold': 'skipThreshold',
@@ -117,6 +121,8 @@ export const USAGE = `Usage: npm start -- [options]
   --max-size N         largest accepted width/height in pixels (default 1024)
   --idle-timeout S     close sockets silent for S seconds, a multiple of 4 (default 120)
   --max-batch N        requests stepped together in one UNet call, 1 = off (default 4)
+  --heavy-share F      share of those slots that heavy requests (more pixels x steps than a batch of
+                       the model's default ones) may hold together, at least one (default 0.25; 1 = all)
   --max-sessions N     open sessions at most; more get HTTP 503 (default 256)
   --rate-limit N       generate messages per second per session, burst N (default 60)
   --skip-threshold D   skip image-to-image frames differing from the last by less than D (0-255 mean; 0 = off; default 1.5)
@@ -186,6 +192,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
   if (!Number.isFinite(skipThreshold) || skipThreshold < 0 || skipThreshold > 255) {
     throw new ConfigError(`--skip-threshold must be a number from 0 to 255, got "${flags.skipThreshold}"`);
   }
+  const heavyShare = Number(flags.heavyShare ?? 0.25);
+  if (!Number.isFinite(heavyShare) || heavyShare < 0 || heavyShare > 1) {
+    throw new ConfigError(`--heavy-share must be a number from 0 to 1, got "${flags.heavyShare}"`);
+  }
   const host = flags.host ?? env.HOST ?? '127.0.0.1';
   const security = loadSecurity(flags, env, host);
   if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new ConfigError('--tls-cert and --tls-key go together');
@@ -201,6 +211,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     logLevel: flags.logLevel ?? env.LOG_LEVEL ?? 'info',
     logPretty: truthy(flags.logPretty ?? env.LOG_PRETTY),
     maxBatch: integer('--max-batch', flags.maxBatch, 4, 1, 64),
+    heavyShare,
     maxSessions: integer('--max-sessions', flags.maxSessions, 256, 1, 100_000),
     previewBackpressureBytes: 256 * 1024,
     frameBackpressureBytes: 1024 * 1024,

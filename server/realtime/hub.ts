@@ -87,8 +87,8 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
     },
     { maxRestarts: config.engineMaxRestarts },
   );
-  // As many requests in the worker as one UNet batch holds: the rest wait, round-robin, here.
-  const scheduler = new Scheduler(engine, config.maxBatch);
+  // As many requests in the worker as one UNet batch holds: the rest wait here, in fair order by cost.
+  const scheduler = new Scheduler(engine, config.maxBatch, config.heavyShare);
 
   // The model decides the size multiple and its own step range; the operator's limits cap them.
   const model = (): ModelInfo | undefined => {

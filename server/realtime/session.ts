@@ -268,6 +268,12 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
     this.reply({ type: 'error', id, code: ErrorCode.UnknownRequest, message: 'no running or pending request has this id' });
   }
 
+  peekPending(): ReturnType<SchedulableSession['peekPending']> {
+    const { request, rgb } = this.pending ?? {};
+    if (!request || this.closed) return undefined;
+    return { width: request.width, height: request.height, steps: request.steps, strength: request.strength, image: rgb !== undefined };
+  }
+
   takePending(jobId: number): ReturnType<SchedulableSession['takePending']> {
     const admitted = this.pending;
     if (!admitted || this.closed) return undefined;
