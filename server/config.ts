@@ -3,7 +3,7 @@
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import type { Limits } from '../shared/protocol.js';
+import { FINAL_DECODERS, type FinalDecoder, type Limits } from '../shared/protocol.js';
 import { ApiKeyError, ApiKeys } from './security/api-keys.js';
 
 /** onnxruntime execution providers the server can run on (docs/gpu.md). */
@@ -29,6 +29,9 @@ export interface ServerConfig {
   /** Share of the maxBatch slots that heavy requests (costing more than a batch of the model's
    * default requests) may hold together; the rest stay free for light ones (realtime/scheduler.ts). */
   heavyShare: number;
+  /** Decoder of final frames for requests that name none; `preview` needs a model with a preview
+   * decoder, else the server serves `vae` and says so at startup. */
+  finalDecoder: FinalDecoder;
   /** Open sessions at most; further upgrades get 503 with Retry-After. */
   maxSessions: number;
   /** Bytes buffered for a reader above which previews are dropped. */
@@ -85,6 +88,7 @@ const FLAGS = {
   '--idle-timeout': 'idleTimeout',
   '--max-batch': 'maxBatch',
   '--heavy-share': 'heavyShare',
+  '--final-decoder': 'finalDecoder',
   '--max-sessions': 'maxSessions',
   '--rate-limit': 'rateLimit',
   '--skip-threshold': 'skipThreshold',
@@ -123,6 +127,9 @@ export const USAGE = `Usage: npm start -- [options]
   --max-batch N        requests stepped together in one UNet call, 1 = off (default 4)
   --heavy-share F      share of those slots that heavy requests (more pixels x steps than a batch of
                        the model's default ones) may hold together, at least one (default 0.25; 1 = all)
+  --final-decoder D    decoder of final frames when a request names none: vae (full quality) or preview
+                       (the model's preview decoder: several times cheaper, a little softer) (default vae;
+                       env FINAL_DECODER)
   --max-sessions N     open sessions at most; more get HTTP 503 (default 256)
   --rate-limit N       generate messages per second per session, burst N (default 60)
   --skip-threshold D   skip image-to-image frames differing from the last by less than D (0-255 mean; 0 = off; default 1.5)
@@ -196,6 +203,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
   if (!Number.isFinite(heavyShare) || heavyShare < 0 || heavyShare > 1) {
     throw new ConfigError(`--heavy-share must be a number from 0 to 1, got "${flags.heavyShare}"`);
   }
+  const finalDecoder = flags.finalDecoder ?? env.FINAL_DECODER ?? 'vae';
+  if (!(FINAL_DECODERS as readonly string[]).includes(finalDecoder)) {
+    throw new ConfigError(`--final-decoder must be one of ${FINAL_DECODERS.join(', ')}, got "${finalDecoder}"`);
+  }
   const host = flags.host ?? env.HOST ?? '127.0.0.1';
   const security = loadSecurity(flags, env, host);
   if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new ConfigError('--tls-cert and --tls-key go together');
@@ -212,6 +223,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     logPretty: truthy(flags.logPretty ?? env.LOG_PRETTY),
     maxBatch: integer('--max-batch', flags.maxBatch, 4, 1, 64),
     heavyShare,
+    finalDecoder: finalDecoder as FinalDecoder,
     maxSessions: integer('--max-sessions', flags.maxSessions, 256, 1, 100_000),
     previewBackpressureBytes: 256 * 1024,
     frameBackpressureBytes: 1024 * 1024,

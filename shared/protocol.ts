@@ -10,6 +10,13 @@ export const REALTIME_PATH = '/v1/realtime';
 export const IMAGE_FORMATS = ['jpeg', 'webp', 'png'] as const;
 export type ImageFormat = (typeof IMAGE_FORMATS)[number];
 
+/**
+ * What turns the final latent into the frame: `vae`, the model's full VAE decoder (best quality), or
+ * `preview`, its tiny TAESD-style preview decoder (a fraction of the cost, a little softer).
+ */
+export const FINAL_DECODERS = ['vae', 'preview'] as const;
+export type FinalDecoder = (typeof FINAL_DECODERS)[number];
+
 /** Client-chosen request id, echoed back on every reply about that request. */
 export type RequestId = string | number;
 
@@ -32,6 +39,8 @@ export interface GenerateMessage {
   format?: ImageFormat;
   /** Stream a preview after every step (default true). */
   previews?: boolean;
+  /** Decoder of the final frame, one of `model.finalDecoders` (default `model.finalDecoder`). */
+  finalDecoder?: FinalDecoder;
 }
 
 export interface CancelMessage {
@@ -69,6 +78,10 @@ export interface ModelInfo {
   previews: 'decoder' | 'projection';
   dtype: 'float32' | 'float16';
   device: string;
+  /** Decoders a request may pick for its final frame: always `vae`; `preview` when the model has a preview decoder. */
+  finalDecoders: FinalDecoder[];
+  /** The final decoder of requests that name none (the server's `--final-decoder`). */
+  finalDecoder: FinalDecoder;
 }
 
 export interface Limits {
@@ -142,8 +155,10 @@ export interface Timings {
   batchSizes: number[];
   /** Preview decoding, summed over steps. */
   previews: number;
-  /** VAE decoder. */
+  /** The final decode, by the decoder named in the frame's `decoder`. */
   decode: number;
+  /** Images decoded from latents for this request: its previews plus the frame. */
+  decodes: number;
   /** Encoding the final frame to its format. */
   encode: number;
   /** Admission to the frame being sent. */
@@ -158,6 +173,8 @@ export interface FrameMessage {
   width: number;
   height: number;
   seed: number;
+  /** The decoder that made this image. */
+  decoder: FinalDecoder;
   timings: Timings;
 }
 
@@ -243,6 +260,10 @@ export const ErrorCode = {
   ImageUndecodable: 'image_undecodable',
   /** The loaded model has no VAE encoder. */
   Img2ImgUnsupported: 'img2img_unsupported',
+  /** `finalDecoder` is not one of FINAL_DECODERS. */
+  InvalidFinalDecoder: 'invalid_final_decoder',
+  /** `finalDecoder` names a decoder the loaded model lacks (see `model.finalDecoders`). */
+  FinalDecoderUnavailable: 'final_decoder_unavailable',
   /** A request with this id is already running or pending on this connection. */
   DuplicateId: 'duplicate_id',
   /** `cancel` named an id that is neither running nor pending. */

@@ -30,7 +30,7 @@ class FakeEngine implements SchedulerEngine {
     const entry = [...this.running.values()].find((e) => name === undefined || e.job.prompt === name);
     assert.ok(entry, `no running job for ${name}`);
     this.running.delete(entry.job.jobId);
-    entry.listener.onDone({ rgb: new Uint8Array(0), width: 0, height: 0 }, { textEncoder: 0, vaeEncoder: 0, steps: [], previews: 0, decode: 0, batchSizes: [] });
+    entry.listener.onDone({ rgb: new Uint8Array(0), width: 0, height: 0 }, { textEncoder: 0, vaeEncoder: 0, steps: [], previews: 0, decode: 0, batchSizes: [], decoder: 'vae', decodes: 1 });
   }
   runningNames(): string[] {
     return [...this.running.values()].map((e) => e.job.prompt).sort();

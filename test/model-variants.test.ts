@@ -94,6 +94,7 @@ test('the server runs a float16 model without VAE encoder or preview decoder via
     assert.equal(hello.model.dtype, 'float16');
     assert.equal(hello.model.img2img, false);
     assert.equal(hello.model.previews, 'projection');
+    assert.deepEqual([hello.model.finalDecoders, hello.model.finalDecoder], [['vae'], 'vae']);
     client.send({ type: 'generate', id: 'p', prompt: 'blue sky', steps: 2, width: 192, height: 128 });
     const replies = await client.untilSettled('p');
     const preview = replies[0] as PreviewMessage;
@@ -102,6 +103,9 @@ test('the server runs a float16 model without VAE encoder or preview decoder via
     client.send({ type: 'generate', id: 'i', prompt: 'x', image: new Uint8Array([1, 2, 3]) });
     const [error] = (await client.untilSettled('i')) as ErrorMessage[];
     assert.equal(error.code, ErrorCode.Img2ImgUnsupported);
+    client.send({ type: 'generate', id: 'd', prompt: 'x', finalDecoder: 'preview' });
+    const [refused] = (await client.untilSettled('d')) as ErrorMessage[];
+    assert.equal(refused.code, ErrorCode.FinalDecoderUnavailable);
     await client.close();
   } finally {
     await server.stop();

@@ -1,6 +1,6 @@
 // Messages between the server and the inference process (over its IPC channel, with the structured
 // clone serialization, so typed arrays travel as binary).
-import type { ModelInfo } from '../../shared/protocol.js';
+import type { FinalDecoder, ModelInfo } from '../../shared/protocol.js';
 import type { Device } from '../config.js';
 import type { GenerateRequest } from '../pipeline/generation.js';
 
@@ -33,9 +33,14 @@ export interface WorkerTimings {
   vaeEncoder: number;
   steps: number[];
   previews: number;
+  /** The final decode, by `decoder`. */
   decode: number;
   /** Batch size of the UNet call of each step. */
   batchSizes: number[];
+  /** The decoder that made the final image. */
+  decoder: FinalDecoder;
+  /** Images decoded from latents for this request (previews and the final one). */
+  decodes: number;
 }
 
 export interface RgbImage {

@@ -1,6 +1,7 @@
 // The state of one generation between steps, and helpers for running several of them in one
 // batched model call. Keeping all per-request state here is what lets the worker interleave
 // requests step by step instead of running each to completion.
+import type { FinalDecoder } from '../../shared/protocol.js';
 import type { RgbImage, WorkerTimings } from '../engine/messages.js';
 import { GaussianRng } from './rng.js';
 import type { Sampler } from './schedulers.js';
@@ -15,6 +16,8 @@ export interface GenerateRequest {
   width: number;
   height: number;
   previews: boolean;
+  /** Decoder of the final image (default 'vae'); 'preview' falls back to 'vae' on a model without one. */
+  finalDecoder?: FinalDecoder;
   /** Interleaved RGB of exactly width x height, for image-to-image. */
   image?: Uint8Array;
 }
@@ -40,7 +43,7 @@ export function isFinished(state: GenerationState): boolean {
 }
 
 export function newTimings(): WorkerTimings {
-  return { textEncoder: 0, vaeEncoder: 0, steps: [], previews: 0, decode: 0, batchSizes: [] };
+  return { textEncoder: 0, vaeEncoder: 0, steps: [], previews: 0, decode: 0, batchSizes: [], decoder: 'vae', decodes: 0 };
 }
 
 export function createGenerationState(request: GenerateRequest, sampler: Sampler, vaeFactor: number, channels: number): GenerationState {
@@ -71,12 +74,19 @@ export function groupForBatch<T extends GenerationState>(states: readonly T[], e
   return [...groups.values()];
 }
 
-/** Stacks equally sized arrays into one batch tensor's data. */
-export function concatBatch(parts: readonly Float32Array[]): Float32Array {
-  if (parts.length === 1) return parts[0];
+/** Stacks equally sized arrays into one batch tensor's data, multiplied by `scale` when given. */
+export function concatBatch(parts: readonly Float32Array[], scale = 1): Float32Array {
+  if (parts.length === 1 && scale === 1) return parts[0];
   const size = parts[0].length;
   const out = new Float32Array(size * parts.length);
-  parts.forEach((part, i) => out.set(part, i * size));
+  if (scale === 1) {
+    parts.forEach((part, i) => out.set(part, i * size));
+    return out;
+  }
+  for (let i = 0, o = 0; i < parts.length; i++) {
+    const part = parts[i];
+    for (let k = 0; k < size; k++, o++) out[o] = part[k] * scale;
+  }
   return out;
 }
 

@@ -3,7 +3,7 @@
 // Each primitive runs one model call per group of compatible states, so the worker can batch the
 // next step of several requests. `generate()` runs one request start to finish on the same code.
 import { performance } from 'node:perf_hooks';
-import type { ModelInfo } from '../../shared/protocol.js';
+import { FINAL_DECODERS, type FinalDecoder, type ModelInfo } from '../../shared/protocol.js';
 import {
   concatBatch,
   createGenerationState,
@@ -79,7 +79,14 @@ export class DiffusionPipeline {
       previews: m.previewDecoder ? 'decoder' : 'projection',
       dtype: m.dtype,
       device: this.device,
+      finalDecoders: m.previewDecoder ? ['vae', 'preview'] : ['vae'],
+      finalDecoder: 'vae',
     };
+  }
+
+  /** The decoder that makes a state's final image: the preview decoder only where there is one. */
+  finalDecoderOf(state: GenerationState): FinalDecoder {
+    return state.request.finalDecoder === 'preview' && this.model.previewDecoder ? 'preview' : 'vae';
   }
 
   /** Runs every model once at the default size so the first real request pays no first-run costs. */
@@ -202,18 +209,35 @@ export class DiffusionPipeline {
       images = await this.decodeBatch(m.previewDecoder, concatBatch([...predictions]), states, 0, 1);
     }
     const elapsed = performance.now() - t0;
-    for (const state of states) state.timings.previews += elapsed;
+    for (const state of states) {
+      state.timings.previews += elapsed;
+      state.timings.decodes++;
+    }
     return images;
   }
 
-  /** Final images through the VAE decoder, one call for the group. */
+  /** Final images: one call per decoder the states chose (finalDecoderOf), the VAE's or the preview decoder's. */
   async decode(states: readonly GenerationState[]): Promise<RgbImage[]> {
     const m = this.model;
-    const t0 = performance.now();
-    const scaled = concatBatch(states.map((s) => s.latents!.map((v) => v / m.vaeScale)));
-    const images = await this.decodeBatch(m.vaeDecoder, scaled, states, -1, 1);
-    const elapsed = performance.now() - t0;
-    for (const state of states) state.timings.decode = elapsed;
+    const images = new Array<RgbImage>(states.length);
+    for (const decoder of FINAL_DECODERS) {
+      const picked = states.flatMap((s, i) => (this.finalDecoderOf(s) === decoder ? [i] : []));
+      if (picked.length === 0) continue;
+      const group = picked.map((i) => states[i]);
+      const t0 = performance.now();
+      const latents = group.map((s) => s.latents!);
+      const decoded =
+        decoder === 'preview'
+          ? await this.decodeBatch(m.previewDecoder!, concatBatch(latents), group, 0, 1)
+          : await this.decodeBatch(m.vaeDecoder, concatBatch(latents, 1 / m.vaeScale), group, -1, 1);
+      const elapsed = performance.now() - t0;
+      group.forEach((state, k) => {
+        images[picked[k]] = decoded[k];
+        state.timings.decode = elapsed;
+        state.timings.decoder = decoder;
+        state.timings.decodes++;
+      });
+    }
     return images;
   }
 

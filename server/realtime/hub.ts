@@ -90,11 +90,13 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
   // As many requests in the worker as one UNet batch holds: the rest wait here, in fair order by cost.
   const scheduler = new Scheduler(engine, config.maxBatch, config.heavyShare);
 
-  // The model decides the size multiple and its own step range; the operator's limits cap them.
+  // The model decides the size multiple, its own step range and the decoders it has; the
+  // operator's limits cap the steps and --final-decoder picks the default among those decoders.
   const model = (): ModelInfo | undefined => {
     const info = engine.info;
     if (!info) return undefined;
-    return { ...info, maxSteps: Math.min(info.maxSteps, config.limits.maxSteps) };
+    const finalDecoder = info.finalDecoders.includes(config.finalDecoder) ? config.finalDecoder : 'vae';
+    return { ...info, maxSteps: Math.min(info.maxSteps, config.limits.maxSteps), finalDecoder };
   };
   const limits = (): Limits => {
     const info = engine.info;
@@ -115,8 +117,11 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
 
   const ready = engine.whenReady().then(() => {
     const info = model()!;
+    if (info.finalDecoder !== config.finalDecoder) {
+      logger.warn({ model: info.name, finalDecoders: info.finalDecoders }, `--final-decoder ${config.finalDecoder}: the model has no such decoder; final frames default to ${info.finalDecoder}`);
+    }
     logger.info(
-      { model: info.name, size: `${info.width}x${info.height}`, scheduler: info.scheduler, previews: info.previews, img2img: info.img2img, warmupMs: Math.round(engine.warmupMs) },
+      { model: info.name, size: `${info.width}x${info.height}`, scheduler: info.scheduler, previews: info.previews, img2img: info.img2img, finalDecoder: info.finalDecoder, warmupMs: Math.round(engine.warmupMs) },
       'model ready',
     );
   });

@@ -289,6 +289,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
       width: request.width,
       height: request.height,
       previews: request.previews,
+      finalDecoder: request.finalDecoder,
       ...(admitted.rgb ? { image: admitted.rgb } : {}),
     };
     return { job, listener: this.listenerFor(running) };
@@ -360,6 +361,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
         width: request.width,
         height: request.height,
         seed: request.seed,
+        decoder: timings.decoder,
         timings: {
           queue: round(running.startedAt - running.admittedAt),
           imageDecode: round(running.imageDecodeMs),
@@ -369,6 +371,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
           batchSizes: timings.batchSizes,
           previews: round(timings.previews),
           decode: round(timings.decode),
+          decodes: timings.decodes,
           encode: round(now - t0),
           total: round(now - running.arrivedAt),
         },

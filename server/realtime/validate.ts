@@ -2,7 +2,9 @@
 // with a stable code. Pure and synchronous; nothing here touches a session or the model.
 import {
   ErrorCode,
+  FINAL_DECODERS,
   IMAGE_FORMATS,
+  type FinalDecoder,
   type ImageFormat,
   type Limits,
   type ModelInfo,
@@ -24,6 +26,7 @@ export interface ValidGenerate {
   height: number;
   format: ImageFormat;
   previews: boolean;
+  finalDecoder: FinalDecoder;
 }
 
 export interface ValidCancel {
@@ -83,7 +86,7 @@ export function validateMessage(value: unknown, limits: Limits, model: ModelInfo
 }
 
 function validateGenerate(value: Record<string, unknown>, id: RequestId, limits: Limits, model: ModelInfo): Validated {
-  const { prompt, image, strength, steps, seed, width, height, format, previews } = value;
+  const { prompt, image, strength, steps, seed, width, height, format, previews, finalDecoder } = value;
   if (typeof prompt !== 'string') return fail(ErrorCode.InvalidField, 'prompt must be a string', id);
   if (prompt.length > limits.maxPromptChars) {
     return fail(ErrorCode.PromptTooLong, `prompt has ${prompt.length} characters; the limit is ${limits.maxPromptChars}`, id);
@@ -144,6 +147,14 @@ function validateGenerate(value: Record<string, unknown>, id: RequestId, limits:
   if (previews !== undefined && typeof previews !== 'boolean') {
     return fail(ErrorCode.InvalidField, 'previews must be a boolean', id);
   }
+  const decoder = finalDecoder ?? model.finalDecoder;
+  if (typeof decoder !== 'string' || !(FINAL_DECODERS as readonly string[]).includes(decoder)) {
+    return fail(ErrorCode.InvalidFinalDecoder, `finalDecoder must be one of ${FINAL_DECODERS.join(', ')}`, id);
+  }
+  // Refused rather than quietly served by the VAE: the client asked for speed it would not get.
+  if (!(model.finalDecoders as readonly string[]).includes(decoder)) {
+    return fail(ErrorCode.FinalDecoderUnavailable, `model ${model.name} has no ${decoder} decoder; it offers ${model.finalDecoders.join(', ')}`, id);
+  }
 
   return {
     ok: true,
@@ -160,6 +171,7 @@ function validateGenerate(value: Record<string, unknown>, id: RequestId, limits:
       height: h as number,
       format: fmt as ImageFormat,
       previews: previews ?? true,
+      finalDecoder: decoder as FinalDecoder,
     },
   };
 }
