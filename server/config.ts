@@ -32,6 +32,9 @@ export interface ServerConfig {
   /** Decoder of final frames for requests that name none; `preview` needs a model with a preview
    * decoder, else the server serves `vae` and says so at startup. */
   finalDecoder: FinalDecoder;
+  /** Preview a request's last step too, as before the frame stood for it: one more decode and encode
+   * per request, for clients that count on a preview per step. */
+  lastPreview: boolean;
   /** Open sessions at most; further upgrades get 503 with Retry-After. */
   maxSessions: number;
   /** Bytes buffered for a reader above which previews are dropped. */
@@ -109,7 +112,7 @@ const FLAGS = {
   '--drain-timeout': 'drainTimeout',
   '--engine-restarts': 'engineRestarts',
 } as const;
-const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty', '--spinning': 'spinning', '--insecure': 'insecure' } as const;
+const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty', '--spinning': 'spinning', '--insecure': 'insecure', '--last-preview': 'lastPreview' } as const;
 
 type FlagName = (typeof FLAGS)[keyof typeof FLAGS] | (typeof BOOLEAN_FLAGS)[keyof typeof BOOLEAN_FLAGS];
 
@@ -130,6 +133,8 @@ export const USAGE = `Usage: npm start -- [options]
   --final-decoder D    decoder of final frames when a request names none: vae (full quality) or preview
                        (the model's preview decoder: several times cheaper, a little softer) (default vae;
                        env FINAL_DECODER)
+  --last-preview       also preview each request's last step (off: the frame is that step's image, and a
+                       1-step request costs one decode instead of two)
   --max-sessions N     open sessions at most; more get HTTP 503 (default 256)
   --rate-limit N       generate messages per second per session, burst N (default 60)
   --skip-threshold D   skip image-to-image frames differing from the last by less than D (0-255 mean; 0 = off; default 1.5)
@@ -224,6 +229,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     maxBatch: integer('--max-batch', flags.maxBatch, 4, 1, 64),
     heavyShare,
     finalDecoder: finalDecoder as FinalDecoder,
+    lastPreview: truthy(flags.lastPreview),
     maxSessions: integer('--max-sessions', flags.maxSessions, 256, 1, 100_000),
     previewBackpressureBytes: 256 * 1024,
     frameBackpressureBytes: 1024 * 1024,

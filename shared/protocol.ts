@@ -37,7 +37,7 @@ export interface GenerateMessage {
   height?: number;
   /** Encoding of the final frame; previews are always JPEG. */
   format?: ImageFormat;
-  /** Stream a preview after every step (default true). */
+  /** Stream a preview after every step but the last (default true): the frame is the last step's image. */
   previews?: boolean;
   /** Decoder of the final frame, one of `model.finalDecoders` (default `model.finalDecoder`). */
   finalDecoder?: FinalDecoder;

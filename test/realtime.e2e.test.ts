@@ -41,6 +41,7 @@ describe('HTTP endpoints', () => {
     assert.equal(model.width, 256);
     assert.equal(model.img2img, true);
     assert.equal(model.previews, 'decoder');
+    assert.deepEqual([model.finalDecoders, model.finalDecoder], [['vae', 'preview'], 'vae']);
     assert.ok(model.minSteps >= 1 && model.maxSteps >= 4);
     assert.equal((await fetch(`${server.httpUrl}/nope`)).status, 404);
   });
@@ -55,19 +56,22 @@ describe('generation over the realtime socket', () => {
     await client.close();
   });
 
-  test('text-to-image: one preview per step, then a frame of the requested size', async () => {
+  test('text-to-image: a preview per step but the last, then a frame of the requested size', async () => {
     const { client } = await connect();
     client.send({ type: 'generate', id: 't2i', prompt: 'a red circle on a blue background', steps: 3, width: 320, height: 192, seed: 7 });
     const replies = await client.untilSettled('t2i');
     const previews = replies.filter((m) => m.type === 'preview') as PreviewMessage[];
     const frame = replies.at(-1) as FrameMessage;
-    assert.deepEqual(previews.map((p) => p.step), [1, 2, 3]);
+    // The last step's image is the frame itself.
+    assert.deepEqual(previews.map((p) => p.step), [1, 2]);
     assert.ok(previews.every((p) => p.steps === 3));
     assert.equal(frame.type, 'frame', client.summary());
     assert.equal(frame.seed, 7);
     assert.deepEqual(await sizeOf(frame.image), { width: 320, height: 192, format: 'jpeg' });
     assert.deepEqual(await sizeOf(previews[0].image), { width: 320, height: 192, format: 'jpeg' });
     assert.equal(frame.timings.steps.length, 3);
+    assert.equal(frame.decoder, 'vae');
+    assert.equal(frame.timings.decodes, 3, 'two previews and the frame');
     assert.ok(frame.timings.total >= frame.timings.steps[0]);
     await client.close();
   });
@@ -80,8 +84,10 @@ describe('generation over the realtime socket', () => {
     assert.deepEqual(png.map((m) => m.type), ['frame']);
     assert.equal((await sizeOf((png[0] as FrameMessage).image)).format, 'png');
     const webp = await client.untilSettled('webp');
-    assert.deepEqual(webp.map((m) => m.type), ['preview', 'frame']);
-    assert.equal((await sizeOf((webp[1] as FrameMessage).image)).format, 'webp');
+    // One step: its image is the frame, decoded once.
+    assert.deepEqual(webp.map((m) => m.type), ['frame']);
+    assert.equal((webp[0] as FrameMessage).timings.decodes, 1);
+    assert.equal((await sizeOf((webp[0] as FrameMessage).image)).format, 'webp');
     await client.close();
   });
 
@@ -90,8 +96,8 @@ describe('generation over the realtime socket', () => {
     const image = await drawing(256, 256);
     client.send({ type: 'generate', id: 'i2i', prompt: 'a red circle', image, steps: 4, strength: 0.5, seed: 3, format: 'png' });
     const replies = await client.untilSettled('i2i');
-    assert.deepEqual(replies.map((m) => m.type), ['preview', 'preview', 'frame'], client.summary());
-    const frame = replies[2] as FrameMessage;
+    assert.deepEqual(replies.map((m) => m.type), ['preview', 'frame'], client.summary());
+    const frame = replies[1] as FrameMessage;
     assert.deepEqual(await sizeOf(frame.image), { width: 256, height: 256, format: 'png' });
     assert.ok(frame.timings.vaeEncoder > 0);
     await client.close();

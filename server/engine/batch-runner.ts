@@ -3,6 +3,10 @@
 // group of active requests in one UNet call (each at its own timestep), sends their previews, and
 // decodes the ones that just finished. A 1-step request admitted next to a 4-step one is done
 // after one iteration instead of waiting for all four steps.
+//
+// A request's last step gets no preview: the frame decodes the very latent that preview would show
+// and follows at once, so a preview there costs a decode and an encode for an image nobody sees
+// for long (a 1-step request would pay two decodes for one picture). `lastPreview` restores it.
 import type { GenerationState } from '../pipeline/generation.js';
 import { isFinished } from '../pipeline/generation.js';
 import { yieldToEvents, type DiffusionPipeline } from '../pipeline/pipeline.js';
@@ -16,6 +20,11 @@ export interface RunnerEvents {
   failed(jobId: number, message: string, invalidInput: boolean): void;
   /** One UNet call: its batch size and duration (for metrics). */
   unetCall(batchSize: number, ms: number): void;
+}
+
+export interface RunnerOptions {
+  /** Also preview the last step (the frame's own latent, decoded once more): the old behaviour. */
+  lastPreview?: boolean;
 }
 
 interface ActiveJob {
@@ -36,6 +45,7 @@ export class BatchRunner {
     private readonly pipeline: DiffusionPipeline,
     private readonly events: RunnerEvents,
     private readonly maxBatch: number,
+    private readonly options: RunnerOptions = {},
   ) {}
 
   add(job: JobSpec): void {
@@ -118,7 +128,9 @@ export class BatchRunner {
       const predictions = await this.pipeline.step(group.map((j) => j.state));
       this.events.unetCall(group.length, performance.now() - t0);
       for (const job of group) job.lastStep = this.iteration;
-      const wanting = group.map((job, i) => ({ job, prediction: predictions[i] })).filter((x) => x.job.state.request.previews);
+      const wanting = group
+        .map((job, i) => ({ job, prediction: predictions[i] }))
+        .filter(({ job }) => job.state.request.previews && (this.options.lastPreview || !isFinished(job.state)));
       if (wanting.length === 0) return;
       const previews = await this.pipeline.previews(wanting.map((x) => x.job.state), wanting.map((x) => x.prediction));
       wanting.forEach(({ job }, i) => this.events.preview(job.jobId, job.state.stepIndex, job.state.steps, previews[i]));

@@ -40,7 +40,7 @@ async function load(options: LoadOptions): Promise<void> {
       cancelled: (jobId) => post({ kind: 'cancelled', jobId }),
       failed: (jobId, message, invalidInput) => post({ kind: 'failed', jobId, message, invalidInput }),
       unetCall: (batchSize, ms) => post({ kind: 'unet-call', batchSize, ms }),
-    }, warm.maxBatch);
+    }, warm.maxBatch, { lastPreview: options.lastPreview });
     post({ kind: 'ready', info: warm.info, warmupMs: warm.ms, maxBatch: warm.maxBatch, warmed: warm.shapes, warnings: warm.warnings });
   } catch (err) {
     post({ kind: 'load-failed', message: (err as Error).message });

@@ -13,6 +13,8 @@ export interface LoadOptions {
   spinning: boolean;
   /** Requests active in the worker at once, and so the largest UNet batch. */
   maxBatch: number;
+  /** Preview a request's last step too (the frame follows at once with the same latent). */
+  lastPreview?: boolean;
   /** Accepted output sizes (the operator's limits): warm-up runs their extremes. */
   sizes: { min: number; max: number; multiple: number };
 }

@@ -15,6 +15,7 @@ export interface GenerateRequest {
   seed: number;
   width: number;
   height: number;
+  /** A preview after every step but the last (whose image is the frame). */
   previews: boolean;
   /** Decoder of the final image (default 'vae'); 'preview' falls back to 'vae' on a model without one. */
   finalDecoder?: FinalDecoder;

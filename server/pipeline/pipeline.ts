@@ -24,7 +24,8 @@ import { TextEmbeddingCache } from './text-embedding-cache.js';
 export type { GenerateRequest, GenerationState };
 
 export interface GenerateHooks {
-  /** Called after every step with the preview image (only when the request asks for previews). */
+  /** Called after every step but the last with the preview image (only when the request asks for
+   * previews): the last step's image is the result. */
   onPreview?(step: number, steps: number, image: RgbImage): void;
   /** Polled between steps; true aborts the generation with CancelledError. */
   isCancelled?(): boolean;
@@ -250,7 +251,7 @@ export class DiffusionPipeline {
       await yieldToEvents();
       if (hooks.isCancelled?.()) throw new CancelledError();
       const [prediction] = await this.step([state]);
-      if (request.previews && hooks.onPreview) {
+      if (request.previews && hooks.onPreview && !isFinished(state)) {
         const [preview] = await this.previews([state], [prediction]);
         hooks.onPreview(state.stepIndex, state.steps, preview);
       }

@@ -72,6 +72,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
     {
       modelDir: config.modelDir, device: config.device, deviceId: config.deviceId, threads: config.threads, spinning: config.spinning,
       maxBatch: config.maxBatch,
+      lastPreview: config.lastPreview,
       sizes: { min: config.limits.minSize, max: config.limits.maxSize, multiple: config.limits.sizeMultiple },
     },
     logger,

@@ -1,0 +1,72 @@
+// The few-step fast path through the real server: the final decoder chosen by --final-decoder and
+// per request, listed in hello and /v1/models, reported in each frame with the decode it ran; and
+// one decode per image (--last-preview restores the preview of the last step).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ErrorCode, type ErrorMessage, type FrameMessage } from '../shared/protocol.js';
+import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
+import { TestClient } from './helpers/ws-client.js';
+
+describe('--final-decoder preview', () => {
+  let server: ServerProcess;
+  before(async () => {
+    server = await startServerProcess(['--final-decoder', 'preview']);
+  });
+  after(() => server?.stop());
+
+  test('hello and /v1/models list both decoders and the server default', async () => {
+    const body = (await (await fetch(`${server.httpUrl}/v1/models`)).json()) as { models: Record<string, unknown>[] };
+    assert.deepEqual([body.models[0].finalDecoders, body.models[0].finalDecoder], [['vae', 'preview'], 'preview']);
+    const { client, hello } = await TestClient.connect(server.wsUrl);
+    assert.deepEqual([hello.model.finalDecoders, hello.model.finalDecoder], [['vae', 'preview'], 'preview']);
+    await client.close();
+  });
+
+  test('frames come from the default decoder or the one asked for, and say which', async () => {
+    const { client } = await TestClient.connect(server.wsUrl);
+    const request = { type: 'generate', prompt: 'a red circle', steps: 2, seed: 4, format: 'png' } as const;
+    client.send({ ...request, id: 'default' });
+    client.send({ ...request, id: 'vae', finalDecoder: 'vae' });
+    const fast = (await client.untilSettled('default')).at(-1) as FrameMessage;
+    const full = (await client.untilSettled('vae')).at(-1) as FrameMessage;
+    assert.deepEqual([fast.type, fast.decoder, full.type, full.decoder], ['frame', 'preview', 'frame', 'vae'], client.summary());
+    assert.ok(fast.timings.decode > 0 && full.timings.decode > 0);
+    // One preview (step 1) and the frame each.
+    assert.deepEqual([fast.timings.decodes, full.timings.decodes], [2, 2]);
+    assert.ok(!Buffer.from(fast.image).equals(Buffer.from(full.image)), 'different decoders, different pixels');
+
+    client.send({ ...request, id: 'bad', finalDecoder: 'taesd' });
+    const [error] = (await client.untilSettled('bad')) as ErrorMessage[];
+    assert.deepEqual([error.type, error.code, error.id], ['error', ErrorCode.InvalidFinalDecoder, 'bad']);
+    await client.close();
+  });
+
+  test('a 1-step request with previews on runs one decode: the frame, no preview', async () => {
+    const { client } = await TestClient.connect(server.wsUrl);
+    client.send({ type: 'generate', id: 'one', prompt: 'a blue square', steps: 1, previews: true });
+    const replies = await client.untilSettled('one');
+    assert.deepEqual(replies.map((m) => m.type), ['frame'], client.summary());
+    const frame = replies[0] as FrameMessage;
+    assert.deepEqual([frame.decoder, frame.timings.decodes, frame.timings.previews], ['preview', 1, 0]);
+    await client.close();
+  });
+});
+
+describe('--last-preview', () => {
+  let server: ServerProcess;
+  before(async () => {
+    server = await startServerProcess(['--last-preview']);
+  });
+  after(() => server?.stop());
+
+  test('previews every step again, the last one decoded besides the frame', async () => {
+    const { client } = await TestClient.connect(server.wsUrl);
+    client.send({ type: 'generate', id: 'one', prompt: 'a blue square', steps: 1 });
+    const replies = await client.untilSettled('one');
+    assert.deepEqual(replies.map((m) => m.type), ['preview', 'frame'], client.summary());
+    const frame = replies[1] as FrameMessage;
+    assert.deepEqual([frame.decoder, frame.timings.decodes], ['vae', 2]);
+    assert.ok(frame.timings.previews > 0);
+    await client.close();
+  });
+});
