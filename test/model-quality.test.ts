@@ -1,5 +1,6 @@
 // The embedded default model draws what it is asked for: a short run of the model-quality bench
-// (held-out captions scored by the scene generator's own rules, drawings in, previews vs frames).
+// (held-out captions scored by the scene generator's own rules, drawings in, the fast final frame
+// from the preview decoder vs the VAE frame).
 // Everything is seeded, so the figures repeat from run to run. The floors are the model's targets
 // (the full evaluation, docs/model-quality.json, scores 99% / 77% / 100%); a model that paints only
 // the background, or blobs where the shape should be, scores far below them.
@@ -48,6 +49,12 @@ test('the default model follows held-out captions and drawings (model-quality be
 
     assert.ok(result.imageToImage.iouMean >= 0.6, `image-to-image IoU ${result.imageToImage.iouMean}`);
     assert.ok(result.preview.psnrMeanDb >= 22, `preview PSNR ${result.preview.psnrMeanDb}`);
+    // The preview decoder as the final decoder: close to the VAE's frame on prompts and drawings alike.
+    assert.deepEqual(Object.keys(result.fastFinal.heldOut), ['1step', '2step', '3step', '4step']);
+    for (const s of [...Object.values(result.fastFinal.heldOut), result.fastFinal.drawings] as { psnrMeanDb: number; psnrMinDb: number }[]) {
+      assert.ok(s.psnrMeanDb >= 22 && s.psnrMinDb >= 18, `fast final frame PSNR ${JSON.stringify(s)}`);
+    }
+    assert.equal(result.fastFinal.drawings.n, 10);
 
     const meta = await sharp(grid).metadata();
     assert.equal(meta.format, 'png');
