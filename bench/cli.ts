@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runHttpBench } from './http.js';
 import { runIdleBench } from './idle.js';
-import { parseOptions, UsageError, USAGE, type BenchOptions } from './options.js';
+import { parseOptions, SELF_CONTAINED, UsageError, USAGE, type BenchOptions } from './options.js';
 import { runPeerComparison } from './peer/compare.js';
 import { machineInfo } from './report/machine.js';
 import { runMarkdown } from './report/markdown.js';
@@ -91,9 +91,9 @@ async function main(): Promise<number> {
     for (const written of await writeRun(dir, run, path.basename(file, '.json'))) console.log(`wrote ${written}`);
     return 0;
   }
-  if (o.command === 'overhead' || o.command === 'batching') {
+  if (o.command in SELF_CONTAINED) {
     // Self-contained benchmarks with their own options, run as they are.
-    const script = fileURLToPath(new URL(o.command === 'overhead' ? './server-overhead.js' : './batching.js', import.meta.url));
+    const script = fileURLToPath(new URL(SELF_CONTAINED[o.command], import.meta.url));
     const child = spawn(process.execPath, [script, ...o.rest], { stdio: 'inherit' });
     return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
   }

@@ -164,6 +164,8 @@ export const SUITES = {
   idle: 'idle capacity: server RSS per connected, idle session (10,000 sessions by default)',
   peer: 'the same hub over `ws` against uWebSockets.js: transport echo, zero-cost and default model, idle RSS per connection',
   overhead: 'server overhead: one session through the server against the in-process pipeline (bench/server-overhead.ts)',
+  batching: 'step-level batching on and off: 1 to 64 closed-loop sessions per --max-batch value (bench/batching.ts)',
+  'hot-path': "the batch runner's host work around onnxruntime per iteration, and what it is made of (bench/hot-path.ts)",
   all: 'every load scenario, then http and idle, each against its own fresh local server',
 } as const;
 export type SuiteName = keyof typeof SUITES;

@@ -62,3 +62,16 @@ export function float16ToFloat32(src: Uint16Array): Float32Array {
   }
   return out;
 }
+
+let halfTable: Float32Array | undefined;
+
+/** float16 bits -> float32 value for all 65,536 patterns (256 KB, built on first use): a lookup
+ * beats the bit arithmetic where a float16 output is read once, straight into pixels. */
+export function halfToFloatTable(): Float32Array {
+  if (!halfTable) {
+    const bits = new Uint16Array(65536);
+    for (let i = 0; i < 65536; i++) bits[i] = i;
+    halfTable = float16ToFloat32(bits);
+  }
+  return halfTable;
+}

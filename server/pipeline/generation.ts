@@ -91,10 +91,17 @@ export function concatBatch(parts: readonly Float32Array[], scale = 1): Float32A
   return out;
 }
 
-/** The i-th of `count` equal slices of a batch output (a copy: outputs belong to onnxruntime). */
+/** The i-th of `count` equal slices of a batch output, as a copy: for data that is kept. */
 export function sliceBatch(data: Float32Array, count: number, i: number): Float32Array {
   const size = data.length / count;
   return data.slice(i * size, (i + 1) * size);
+}
+
+/** The i-th of `count` equal slices of a batch output, as a view: for data read once, at once
+ * (a copy of a 512x512 decoder output is 3 MB). */
+export function batchItem<T extends Float32Array | Uint16Array>(data: T, count: number, i: number): T {
+  const size = data.length / count;
+  return data.subarray(i * size, (i + 1) * size) as T;
 }
 
 export type { RgbImage, WorkerTimings };

@@ -1,5 +1,6 @@
 // Conversions between interleaved RGB bytes and planar (NCHW, batch 1) float tensors, plus the
 // cheap latent-to-RGB projection used for previews when a model ships no preview decoder.
+import { halfToFloatTable } from './fp16.js';
 
 /** RGB bytes (HWC) -> planar floats in [-1, 1], the VAE encoder's input range. */
 export function rgbToPlanar(rgb: Uint8Array, width: number, height: number): Float32Array {
@@ -15,19 +16,34 @@ export function rgbToPlanar(rgb: Uint8Array, width: number, height: number): Flo
 
 /**
  * Planar floats -> RGB bytes. `low`..`high` is the tensor's range: [-1, 1] for the VAE decoder,
- * [0, 1] for TAESD-style preview decoders.
+ * [0, 1] for TAESD-style preview decoders. `data` may be a view into a batch output, and float16
+ * bits (a Uint16Array) are read as they are, without a float32 copy of the whole image first.
  */
-export function planarToRgb(data: Float32Array, width: number, height: number, low: number, high: number): Uint8Array {
+export function planarToRgb(data: Float32Array | Uint16Array, width: number, height: number, low: number, high: number): Uint8Array {
   const plane = width * height;
   const out = new Uint8Array(3 * plane);
   const scale = 255 / (high - low);
-  for (let c = 0; c < 3; c++) {
-    const base = c * plane;
-    for (let p = 0; p < plane; p++) {
-      // Uint8Array assignment truncates; +0.5 rounds, and NaN becomes 0.
-      const v = (data[base + p] - low) * scale + 0.5;
-      out[p * 3 + c] = v < 0 ? 0 : v > 255 ? 255 : v;
+  // One pass writing each pixel's three bytes in a row: the output is the larger stream.
+  // Uint8Array assignment truncates; +0.5 rounds, and NaN becomes 0.
+  if (data instanceof Uint16Array) {
+    const f = halfToFloatTable();
+    for (let p = 0, o = 0; p < plane; p++, o += 3) {
+      let v = (f[data[p]] - low) * scale + 0.5;
+      out[o] = v < 0 ? 0 : v > 255 ? 255 : v;
+      v = (f[data[plane + p]] - low) * scale + 0.5;
+      out[o + 1] = v < 0 ? 0 : v > 255 ? 255 : v;
+      v = (f[data[2 * plane + p]] - low) * scale + 0.5;
+      out[o + 2] = v < 0 ? 0 : v > 255 ? 255 : v;
     }
+    return out;
+  }
+  for (let p = 0, o = 0; p < plane; p++, o += 3) {
+    let v = (data[p] - low) * scale + 0.5;
+    out[o] = v < 0 ? 0 : v > 255 ? 255 : v;
+    v = (data[plane + p] - low) * scale + 0.5;
+    out[o + 1] = v < 0 ? 0 : v > 255 ? 255 : v;
+    v = (data[2 * plane + p] - low) * scale + 0.5;
+    out[o + 2] = v < 0 ? 0 : v > 255 ? 255 : v;
   }
   return out;
 }

@@ -171,6 +171,12 @@ export class OnnxComponent {
     return this.session.run(feeds);
   }
 
+  /** A float output's data as onnxruntime returned it: float32, or float16 bits left unconverted. */
+  static rawFloat(tensor: ort.Tensor): { data: Float32Array | Uint16Array; dims: readonly number[] } {
+    if (tensor.type === 'float32' || tensor.type === 'float16') return { data: tensor.data as Float32Array | Uint16Array, dims: tensor.dims };
+    throw new ModelLoadError(`output of type ${tensor.type}; a float type was expected`);
+  }
+
   static toFloat32(tensor: ort.Tensor): FloatOutput {
     if (tensor.type === 'float32') return { data: tensor.data as Float32Array, dims: tensor.dims };
     if (tensor.type === 'float16') return { data: float16ToFloat32(tensor.data as Uint16Array), dims: tensor.dims };

@@ -4,7 +4,9 @@
 // next step of several requests. `generate()` runs one request start to finish on the same code.
 import { performance } from 'node:perf_hooks';
 import { FINAL_DECODERS, type FinalDecoder, type ModelInfo } from '../../shared/protocol.js';
+import type * as ort from 'onnxruntime-node';
 import {
+  batchItem,
   concatBatch,
   createGenerationState,
   groupForBatch,
@@ -18,8 +20,8 @@ import {
 import { planarToRgb, projectLatentsToRgb, rgbToPlanar } from './image-tensors.js';
 import { loadModel, type LoadedModel } from './model-loader.js';
 import { OnnxComponent, type SessionSettings } from './onnx-component.js';
-import { createSampler, guidanceScaleEmbedding } from './schedulers.js';
-import { TextEmbeddingCache } from './text-embedding-cache.js';
+import { createSampler, guidanceScaleEmbedding, type Sampler } from './schedulers.js';
+import { TextEmbeddingCache, type TextEmbedding } from './text-embedding-cache.js';
 
 export type { GenerateRequest, GenerationState };
 
@@ -45,6 +47,10 @@ export class CancelledError extends Error {
 /** LCM pipelines embed guidance into the UNet instead of running it twice; 8.5 is diffusers' default. */
 const LCM_GUIDANCE_SCALE = 8.5;
 const MAX_STEPS = 50;
+/** UNet text inputs kept ready, by batch of prompts: a stream's batches repeat. */
+const HIDDEN_FEEDS = 8;
+/** Samplers kept, by steps and strength (a few combinations cover a stream's requests). */
+const SAMPLERS = 64;
 
 /** Lets queued worker messages (a cancel) run between steps. */
 export const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -52,6 +58,10 @@ export const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(r
 export class DiffusionPipeline {
   private readonly embeddings = new TextEmbeddingCache(256);
   private readonly timestepCond: Float32Array | undefined;
+  private readonly hiddenFeeds = new Map<string, ort.Tensor>();
+  private readonly samplers = new Map<string, Sampler>();
+  private readonly embeddingIds = new WeakMap<TextEmbedding, number>();
+  private nextEmbeddingId = 0;
 
   private constructor(
     readonly model: LoadedModel,
@@ -97,12 +107,21 @@ export class DiffusionPipeline {
     await this.generate(request, {});
     if (this.model.vaeEncoder) await this.generate({ ...request, image: new Uint8Array(width * height * 3).fill(128) }, {});
     this.embeddings.clear();
+    this.hiddenFeeds.clear();
     return performance.now() - started;
   }
 
   /** Throws RangeError when steps and strength leave the sampler nothing to run. */
   createState(request: GenerateRequest): GenerationState {
-    const sampler = createSampler(this.model.scheduler, request.steps, request.image ? request.strength : 1);
+    // A sampler is its schedule (a thousand-entry table to build) and holds no per-request state.
+    const strength = request.image ? request.strength : 1;
+    const key = `${request.steps}/${strength}`;
+    let sampler = this.samplers.get(key);
+    if (!sampler) {
+      sampler = createSampler(this.model.scheduler, request.steps, strength);
+      if (this.samplers.size >= SAMPLERS) this.samplers.delete(this.samplers.keys().next().value as string);
+      this.samplers.set(key, sampler);
+    }
     return createGenerationState(request, sampler, this.model.vaeFactor, this.model.latentChannels);
   }
 
@@ -173,11 +192,10 @@ export class DiffusionPipeline {
     const t0 = performance.now();
     const scaled = concatBatch(states.map((s) => s.sampler.scaleModelInput(s.latents!, s.stepIndex)));
     const timesteps = states.map((s) => s.sampler.timesteps[s.stepIndex]);
-    const hidden = states[0].hidden!;
     const feeds = {
       sample: m.unet.floatTensor('sample', scaled, [batch, m.latentChannels, latentH, latentW]),
       timestep: this.timestepTensor(timesteps),
-      encoder_hidden_states: m.unet.floatTensor('encoder_hidden_states', concatBatch(states.map((s) => s.hidden!.data)), [batch, ...hidden.dims.slice(1)]),
+      encoder_hidden_states: this.hiddenFeed(states),
       ...(this.timestepCond
         ? { timestep_cond: m.unet.floatTensor('timestep_cond', concatBatch(states.map(() => this.timestepCond!)), [batch, this.timestepCond.length]) }
         : {}),
@@ -185,7 +203,7 @@ export class DiffusionPipeline {
     const outputs = await m.unet.run(feeds);
     const noise = OnnxComponent.toFloat32(outputs[m.unet.outputName('out_sample')]).data;
     const predictions = states.map((state, i) => {
-      const out = state.sampler.step(state.latents!, sliceBatch(noise, batch, i), state.stepIndex, () => state.rng.gaussian(state.latentSize));
+      const out = state.sampler.step(state.latents!, batchItem(noise, batch, i), state.stepIndex, () => state.rng.gaussian(state.latentSize));
       state.latents = out.prevSample;
       state.stepIndex++;
       return out.predOriginal;
@@ -273,6 +291,30 @@ export class DiffusionPipeline {
     return timestep.integer ? unet.intTensor('timestep', timesteps, dims) : unet.floatTensor('timestep', Float32Array.from(timesteps), dims);
   }
 
+  /**
+   * The UNet's text input for these states. A prompt's embedding is the same at every step and a
+   * stream sends the same prompt with every frame, so the stacked (and, for float16 models,
+   * converted: 77x1024 values per request on SD-Turbo) tensor is built once per batch of prompts.
+   */
+  private hiddenFeed(states: readonly GenerationState[]): ort.Tensor {
+    const embeddings = states.map((s) => s.hidden!);
+    const key = embeddings.map((e) => {
+      let id = this.embeddingIds.get(e);
+      if (id === undefined) this.embeddingIds.set(e, (id = this.nextEmbeddingId++));
+      return id;
+    }).join(',');
+    let tensor = this.hiddenFeeds.get(key);
+    if (tensor) {
+      this.hiddenFeeds.delete(key);
+    } else {
+      const dims = [embeddings.length, ...embeddings[0].dims.slice(1)];
+      tensor = this.model.unet.floatTensor('encoder_hidden_states', concatBatch(embeddings.map((e) => e.data)), dims);
+      if (this.hiddenFeeds.size >= HIDDEN_FEEDS) this.hiddenFeeds.delete(this.hiddenFeeds.keys().next().value as string);
+    }
+    this.hiddenFeeds.set(key, tensor);
+    return tensor;
+  }
+
   /** Whether two states may share a UNet call: scalar-timestep models need equal timesteps. */
   stepBatchKey(state: GenerationState): string {
     return this.model.timestep.kind === 'scalar' ? String(state.sampler.timesteps[state.stepIndex]) : '';
@@ -282,8 +324,8 @@ export class DiffusionPipeline {
     const m = this.model;
     const { latentW, latentH } = states[0];
     const feeds = { latent_sample: decoder.floatTensor('latent_sample', latents, [states.length, m.latentChannels, latentH, latentW]) };
-    const out = OnnxComponent.toFloat32((await decoder.run(feeds))[decoder.outputName('sample')]);
+    const out = OnnxComponent.rawFloat((await decoder.run(feeds))[decoder.outputName('sample')]);
     const [, , h, w] = out.dims;
-    return states.map((_, i) => ({ rgb: planarToRgb(sliceBatch(out.data, states.length, i), w, h, low, high), width: w, height: h }));
+    return states.map((_, i) => ({ rgb: planarToRgb(batchItem(out.data, states.length, i), w, h, low, high), width: w, height: h }));
   }
 }
