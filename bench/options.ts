@@ -4,7 +4,10 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { IMAGE_FORMATS, type ImageFormat } from '../shared/protocol.js';
 import type { Transport } from './local-server.js';
+import { int, num, UsageError } from './option-checks.js';
 import type { LoadScenario } from './scenarios.js';
+
+export { UsageError };
 
 export const USAGE = `Usage: npm run bench -- <scenario | suite | list> [options]
 
@@ -60,23 +63,7 @@ export interface BenchOptions {
   rest: string[];
 }
 
-export class UsageError extends Error {}
-
 const LIMITS = { sessions: 50_000, durationS: 600, rateHz: 1000, window: 64, requestsPerSession: 1_000_000, rampS: 120, workers: 64 };
-
-function int(name: string, raw: string | undefined, min: number, max: number): number | undefined {
-  if (raw === undefined) return undefined;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < min || v > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max}, got "${raw}"`);
-  return v;
-}
-
-function num(name: string, raw: string | undefined, min: number, max: number): number | undefined {
-  if (raw === undefined) return undefined;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || v < min || v > max) throw new UsageError(`--${name} must be a number from ${min} to ${max}, got "${raw}"`);
-  return v;
-}
 
 const isLoopback = (host: string) => host === 'localhost' || host === '[::1]' || host === '::1' || /^127\./.test(host);
 
