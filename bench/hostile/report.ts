@@ -78,7 +78,7 @@ export function hostileMarkdown(r: HostileResult): string {
     out.push('', `### ${a.attack}: ${attackSettings(s, a.attack)}`, '', a.description + '.', '');
     out.push(
       table(
-        ['phase', 'good frames/s (slowest-fastest session)', 'good frame p50 / p99 ms', 'longest wait ms', 'good errors', '/healthz p50 / p99 ms', '/healthz failed', 'server RSS peak MB', 'server CPU (main thread)', 'other CPU'],
+        ['phase', 'good frames/s (slowest-fastest session)', 'good frame p50 / p99 ms', 'longest wait ms', 'good: errors, other replies', '/healthz p50 / p99 ms', '/healthz failed', 'server RSS peak MB', 'server CPU (main thread)', 'other CPU'],
         phaseRows(a),
       ),
     );

@@ -8,7 +8,7 @@ export type AttackName = (typeof ATTACK_NAMES)[number];
 export const ATTACK_DESCRIPTIONS: Record<AttackName, string> = {
   bomb: 'length bomb: a 21-byte msgpack message whose array header declares 33,554,432 elements, sent N times/s by one client that reconnects when closed',
   flood: 'image flood: sessions each sending a ~8 MB 4000x4000 noisy JPEG for a 1024x1024 image-to-image frame, again on every final reply (or at a fixed rate), never faster than the rate limit',
-  big: 'big requests: sessions streaming 1024x1024, 8-step text-to-image generates back to back, running and pending slots kept full',
+  big: 'big requests: sessions streaming 1024x1024, 8-step text-to-image generates back to back, the next as soon as each frame arrives',
   idle: 'idle clients: sessions that connect and never send a request (they answer pings)',
   partial: 'partial message: raw TCP clients that upgrade, announce a 16 MB binary frame in a separate write, then trickle its payload a byte per second',
 };
@@ -47,7 +47,9 @@ export const HOSTILE_DEFAULTS: HostileScenario = {
   bomb: { ratePerS: 20 },
   // Just under the server's default 8 MiB image limit, so the flood is accepted by today's limits.
   flood: { sessions: 64, ratePerS: 0, imageBytes: 8_000_000, imageSide: 4000, size: 1024, steps: 2, strength: 0.5 },
-  big: { sessions: 4, size: 1024, steps: 8, window: 2 },
+  // One in flight: a second would sit pending and be superseded by each later send while the
+  // session waits its turn, which costs the server nothing and is not this attack.
+  big: { sessions: 4, size: 1024, steps: 8, window: 1 },
   idle: { sessions: 200 },
   partial: { clients: 16, announcedBytes: 16 * 1024 * 1024, trickleIntervalMs: 1000 },
 };
