@@ -19,6 +19,8 @@ export class ServerMetrics {
   readonly errors: Counter<'code'>;
   readonly refusedConnections: Counter<'reason'>;
   readonly closedSlowReaders: Counter;
+  /** Connections the server closed because of the client: bad_messages (4002), message_deadline (4004), idle (4008). */
+  readonly closes: Counter<'reason'>;
 
   constructor(gauges: { sessions(): number; pendingRequests(): number }) {
     const registers = [this.registry];
@@ -55,6 +57,7 @@ export class ServerMetrics {
     this.errors = new Counter({ name: 'realtime_errors_total', help: 'Error replies by code', labelNames: ['code'], registers });
     this.refusedConnections = new Counter({ name: 'realtime_refused_connections_total', help: 'WebSocket upgrades refused, by reason', labelNames: ['reason'], registers });
     this.closedSlowReaders = new Counter({ name: 'realtime_slow_reader_closes_total', help: 'Sockets closed for staying over the send buffer limit', registers });
+    this.closes = new Counter({ name: 'realtime_closes_total', help: 'Sockets the server closed for the client\'s conduct, by reason', labelNames: ['reason'], registers });
   }
 
   text(): Promise<string> {
