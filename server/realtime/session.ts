@@ -155,7 +155,9 @@ export class RealtimeSession implements SchedulableSession {
     }
     const result = validateMessage(decoded, this.options.limits, this.options.model);
     if (!result.ok) {
-      this.refuse({ type: 'error', code: result.code, message: result.message, ...(result.id !== undefined ? { id: result.id } : {}) });
+      // An error naming an id in flight would read as that request's end, and it will get its own.
+      if (result.id !== undefined && this.isKnownId(result.id)) this.refuse(this.duplicateId(result.id), result.code);
+      else this.refuse({ type: 'error', code: result.code, message: result.message, ...(result.id !== undefined ? { id: result.id } : {}) });
       return;
     }
     this.lastRequestAt = performance.now();
@@ -177,6 +179,11 @@ export class RealtimeSession implements SchedulableSession {
     this.sink.close(CloseCode.TooManyBadMessages, 'too many bad messages');
   }
 
+  /** No `id`: the request already holding it goes on and gets the one final reply for that id. */
+  private duplicateId(id: RequestId): ErrorMessage {
+    return { type: 'error', code: ErrorCode.DuplicateId, message: 'a request with this id is already running or pending', refusedId: id };
+  }
+
   /** The socket drained: held frames may go out now. */
   drained(): void {
     this.outbox.drained();
@@ -191,6 +198,11 @@ export class RealtimeSession implements SchedulableSession {
   private async generate(request: ValidGenerate): Promise<void> {
     const arrivedAt = performance.now();
     const { id } = request;
+    // Before anything that answers with `id`: that reply would look like the first request's end.
+    if (this.isKnownId(id)) {
+      this.reply(this.duplicateId(id));
+      return;
+    }
     if (!this.options.isReady()) {
       this.reply({ type: 'error', id, code: ErrorCode.NotReady, message: 'the model is reloading; retry shortly' });
       return;
@@ -198,10 +210,6 @@ export class RealtimeSession implements SchedulableSession {
     if (!this.rate.take()) {
       const { maxRequestsPerSecond, requestBurst } = this.options.limits;
       this.reply({ type: 'error', id, code: ErrorCode.RateLimited, message: `more than ${maxRequestsPerSecond} requests per second (burst ${requestBurst})` });
-      return;
-    }
-    if (this.isKnownId(id)) {
-      this.reply({ type: 'error', id, code: ErrorCode.DuplicateId, message: 'a request with this id is already running or pending' });
       return;
     }
     const arrival = ++this.arrivals;
