@@ -6,8 +6,8 @@
 // buffered. A client in the middle of a frame cannot answer a ping either (control frames cannot go
 // inside a data frame), so the server pings every deadline/2 and closes a socket whose ping stays
 // unanswered for the deadline. A message that arrives whole within the deadline always passes (its
-// ping went out after it started); a stalled one is dropped within 1.5 deadlines. Browsers and
-// `ws` answer pings on their own.
+// ping went out after it started); a stalled one is dropped within 1.5 deadlines and a sweep.
+// Browsers and `ws` answer pings on their own.
 //
 // Session idle. A client that answers pings but sends nothing still holds a session slot. It is
 // closed once it has sent no generate, cancel or auth (pongs do not count) for the idle timeout,
