@@ -24,10 +24,13 @@ export function registerRoutes(app: TemplatedApp, state: RouteState): void {
   app.get('/healthz', (res) => sendJson(res, '200 OK', { status: 'ok' }));
 
   // Readiness: 200 only once the model is loaded and warmed up, so a load balancer never routes a
-  // user to a server that would answer the first request seconds late.
+  // user to a server that would answer the first request seconds late. Browsers cannot see why a
+  // WebSocket upgrade was refused, so the client SDK asks here for the Retry-After; pages on other
+  // origins (allowed to open sockets) must be able to read it, and it says nothing secret.
+  const readyzCors = { 'access-control-allow-origin': '*', 'access-control-expose-headers': 'retry-after' };
   app.get('/readyz', (res) => {
-    if (state.isReady()) sendJson(res, '200 OK', { status: 'ready' });
-    else sendJson(res, '503 Service Unavailable', { status: 'loading' }, { 'retry-after': '1' });
+    if (state.isReady()) sendJson(res, '200 OK', { status: 'ready' }, readyzCors);
+    else sendJson(res, '503 Service Unavailable', { status: 'loading' }, { 'retry-after': '1', ...readyzCors });
   });
 
   app.get('/v1/models', (res) => {
