@@ -6,6 +6,8 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runHostile } from './hostile/run.js';
+import { attackSessions } from './hostile/scenario.js';
 import { runHttpBench } from './http.js';
 import { runIdleBench } from './idle.js';
 import { parseOptions, SELF_CONTAINED, UsageError, USAGE, type BenchOptions } from './options.js';
@@ -39,6 +41,7 @@ async function runOne(name: string, o: BenchOptions): Promise<BenchRun['results'
     log(`http: ${o.connections} connections, ${o.overrides.durationS ?? 5} s per endpoint ...`);
     return runHttpBench({ url: o.url, headers: o.headers, connections: o.connections, durationS: o.overrides.durationS ?? 5, workers: o.workers });
   }
+  if (name === 'hostile') return runHostile(o.hostile!, target(o), log);
   if (name === 'idle') {
     const sessions = o.overrides.sessions ?? 10_000;
     log(`idle: ${sessions} sessions from ${o.clients} client processes ...`);
@@ -64,6 +67,11 @@ function timeLimitMs(o: BenchOptions): number {
       return 3 * ((o.overrides.durationS ?? 5) * 1000 + 30_000) + 60_000;
     case 'idle':
       return 400_000;
+    case 'hostile': {
+      // Per attack: server start, warm-up, three phases, drain; plus making the flood image.
+      const h = o.hostile!;
+      return 60_000 + h.attacks.reduce((sum, a) => sum + (h.warmupS + 3 * h.phaseS) * 1000 + 90_000 + attackSessions(h, a) * 20, 0);
+    }
     default:
       return duration(o.command);
   }

@@ -4,13 +4,18 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { IMAGE_FORMATS, type ImageFormat } from '../shared/protocol.js';
 import type { Transport } from './local-server.js';
+import { HOSTILE_ARGS, HOSTILE_USAGE, hostileScenario } from './hostile/options.js';
+import type { HostileScenario } from './hostile/scenario.js';
+import { int, num, UsageError } from './option-checks.js';
 import type { LoadScenario } from './scenarios.js';
+
+export { UsageError };
 
 export const USAGE = `Usage: npm run bench -- <scenario | suite | list> [options]
 
 Load scenarios: typing, camera-15, camera-30, drawing, burst, saturate, ceiling, ceiling-no-previews,
                 transport-echo
-Suites:         http, idle, peer, overhead, batching, hot-path, all   (npm run bench -- list describes each)
+Suites:         http, idle, peer, overhead, batching, hot-path, hostile, all   (npm run bench -- list describes each)
 
 Target (default: a server started by the bench on 127.0.0.1, stopped after each scenario)
   --url URL            load this server instead (ws://HOST:PORT/v1/realtime)
@@ -36,6 +41,8 @@ Suites
 
 Output
   --out DIR            where the JSON, markdown and SVG files go (default bench/results)
+
+${HOSTILE_USAGE}
 
 overhead passes its options to bench/server-overhead.ts: [--model DIR] [--rounds 5] [--requests 20] [--steps 2] [--size 256]
 batching passes its options to bench/batching.ts: [--sessions 1,4,16,64] [--batches 1,4,8] [--duration 4] [--steps 2] [--size 256]
@@ -64,27 +71,13 @@ export interface BenchOptions {
   outDir: string;
   /** Scenario fields given on the command line. */
   overrides: Partial<LoadScenario>;
+  /** The `hostile` command's scenario, defaults and options applied. */
+  hostile?: HostileScenario;
   /** Everything after the command, verbatim (for `overhead`). */
   rest: string[];
 }
 
-export class UsageError extends Error {}
-
 const LIMITS = { sessions: 50_000, durationS: 600, rateHz: 1000, window: 64, requestsPerSession: 1_000_000, rampS: 120, workers: 64 };
-
-function int(name: string, raw: string | undefined, min: number, max: number): number | undefined {
-  if (raw === undefined) return undefined;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < min || v > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max}, got "${raw}"`);
-  return v;
-}
-
-function num(name: string, raw: string | undefined, min: number, max: number): number | undefined {
-  if (raw === undefined) return undefined;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || v < min || v > max) throw new UsageError(`--${name} must be a number from ${min} to ${max}, got "${raw}"`);
-  return v;
-}
 
 const isLoopback = (host: string) => host === 'localhost' || host === '[::1]' || host === '::1' || /^127\./.test(host);
 
@@ -103,8 +96,11 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       strength: { type: 'string' }, previews: { type: 'string' }, format: { type: 'string' }, workers: { type: 'string' },
       'quiet-wait': { type: 'string' },
       connections: { type: 'string' }, clients: { type: 'string' }, 'idle-sessions': { type: 'string' }, out: { type: 'string' },
+      ...HOSTILE_ARGS,
     },
   });
+  const hostileGiven = Object.keys(HOSTILE_ARGS).filter((k) => v[k as keyof typeof HOSTILE_ARGS] !== undefined);
+  if (command !== 'hostile' && hostileGiven.length) throw new UsageError(`--${hostileGiven[0]} applies to the hostile scenario only`);
   if (v.url) {
     let host: string;
     try {
@@ -152,6 +148,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     idleSessions: int('idle-sessions', v['idle-sessions'], 0, LIMITS.sessions) ?? 10_000,
     outDir: v.out ?? defaults(command).outDir,
     overrides,
+    hostile: command === 'hostile' ? hostileScenario(v, overrides) : undefined,
     rest,
   };
 }

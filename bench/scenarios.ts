@@ -163,6 +163,7 @@ export const SUITES = {
   http: 'HTTP endpoints with autocannon: GET /healthz, GET /v1/models, POST /v1/tokens (when the server has it)',
   idle: 'idle capacity: server RSS per connected, idle session (10,000 sessions by default)',
   peer: 'the same hub over `ws` against uWebSockets.js: transport echo, zero-cost and default model, idle RSS per connection',
+  hostile: 'hostile clients beside well-behaved sessions: length bombs, an image flood, big requests, idle and partial-message clients; baseline, attack and recovery for each (bench/hostile/)',
   overhead: 'server overhead: one session through the server against the in-process pipeline (bench/server-overhead.ts)',
   batching: 'step-level batching on and off: 1 to 64 closed-loop sessions per --max-batch value (bench/batching.ts)',
   'hot-path': "the batch runner's host work around onnxruntime per iteration, and what it is made of (bench/hot-path.ts)",

@@ -48,6 +48,8 @@ export class TokenCache {
   private fetching: Promise<string> | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private stopped = false;
+  /** No connection to hand refreshed tokens to (idle): the next `get()` fetches if needed. */
+  private paused = false;
 
   constructor(
     private readonly provider: TokenProvider,
@@ -70,8 +72,22 @@ export class TokenCache {
   /** A token that is not near expiry, fetching one if needed (concurrent callers share one fetch). */
   get(): Promise<string> {
     const current = this.current;
-    if (current && Date.now() < current.refreshAt) return Promise.resolve(current.token);
+    const wasPaused = this.paused;
+    this.paused = false;
+    if (current && Date.now() < current.refreshAt) {
+      if (wasPaused) this.schedule(current.refreshAt - Date.now());
+      return Promise.resolve(current.token);
+    }
     return this.fetch();
+  }
+
+  /**
+   * Stops background refreshes while there is no connection (idle): an idle browser tab must not
+   * keep calling the app's token endpoint. `get()` resumes them.
+   */
+  pause(): void {
+    this.paused = true;
+    clearTimeout(this.timer);
   }
 
   private fetch(): Promise<string> {
@@ -95,7 +111,7 @@ export class TokenCache {
   }
 
   private schedule(delayMs: number): void {
-    if (this.stopped) return;
+    if (this.stopped || this.paused) return;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.fetch().then((token) => this.events.refreshed(token), (err) => {

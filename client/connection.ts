@@ -1,22 +1,32 @@
-// One realtime connection: the socket's state machine, latest-wins request flow and reconnects.
+// One realtime connection: the socket's state machine and reconnects. What is sent and when (latest
+// wins, resends after retryable errors) is RequestFlow's business (request-flow.ts).
 //
-// Latest wins, mirroring the server: at most one request is in flight (sent, not yet settled) and
-// at most one newer input waits unsent; a newer input replaces the waiting one, which ends as a
-// local `superseded`. Inputs therefore never pile up, whatever rate the caller sends them at, and
-// the server always renders the newest input next. After a drop the newest input (the waiting one,
-// else the one that was in flight) is resent once the connection is open again.
-import { CloseCode, PROTOCOL_VERSION, type RequestId, type ServerMessage } from '../shared/protocol.js';
+// When the server says when to come back, that wins over guessing: a refused upgrade's Retry-After
+// (or /readyz's, in browsers) replaces the exponential backoff, and `going_away` (or a 1001 close)
+// reconnects at once with a little jitter. A 4008 (idle) close reconnects only when there is
+// something to send. See docs/client.md.
+import { CloseCode, ErrorCode, PROTOCOL_VERSION, type ErrorMessage, type RequestId } from '../shared/protocol.js';
 import { apiKeyHeaders, TokenCache, withToken } from './auth.js';
 import { Backoff } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { ClientErrorCode, RealtimeError } from './errors.js';
-import { decodeServerMessage, encodeAuth, encodeCancel, encodeGenerate } from './messages.js';
+import { decodeServerMessage, encodeAuth } from './messages.js';
+import {
+  defaultReadinessUrl,
+  describeRefusal,
+  probeReadiness,
+  refusedForLoad,
+  watchRefusal,
+  type Refusal,
+} from './refusal.js';
+import { RequestFlow } from './request-flow.js';
+import { afterClose, DEFAULT_REQUEST_RETRIES, goingAwayDelay } from './retry-policy.js';
 import type {
   ConnectionEvents,
   ConnectionState,
   ConnectOptions,
   GenerateInput,
-  SentRequest,
+  StateChange,
   WebSocketConstructor,
   WebSocketLike,
 } from './types.js';
@@ -31,15 +41,15 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
   private readonly WebSocketImpl: WebSocketConstructor;
   private readonly backoff: Backoff;
   private readonly tokens: TokenCache | undefined;
-  private readonly minIntervalMs: number;
   private readonly maxAttempts: number;
   private readonly reconnects: boolean;
+  private readonly readinessUrl: string | undefined;
+  private readonly flow: RequestFlow;
 
-  private inFlight: SentRequest | undefined;
-  private queued: SentRequest | undefined;
-  private nextId = 1;
-  private lastSentAt = -Infinity;
-  private pumpTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Backoff failures before the current connection opened, in case it turns out no success. */
+  private attemptsAtOpen = 0;
+  /** Closed by the server for inactivity: the next `send()` reconnects. */
+  private dormant = false;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   /** Bumped on every connection attempt so a stale attempt's async steps do nothing. */
   private attempt = 0;
@@ -64,11 +74,17 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
       );
     }
     this.WebSocketImpl = Impl;
-    this.minIntervalMs = options.minIntervalMs ?? 0;
     this.reconnects = options.reconnect !== false;
     const reconnect = options.reconnect || {};
     this.maxAttempts = reconnect.maxAttempts ?? Infinity;
     this.backoff = new Backoff(reconnect);
+    this.flow = new RequestFlow({
+      canSend: () => this.currentState === 'open' && this.socket?.readyState === OPEN,
+      transmit: (bytes) => this.socket!.send(bytes),
+      limits: () => this.lastHello?.limits,
+      emit: (event, value) => this.emit(event, value),
+    }, options.minIntervalMs ?? 0, options.requestRetries ?? DEFAULT_REQUEST_RETRIES);
+    this.readinessUrl = options.readinessUrl === false ? undefined : options.readinessUrl ?? defaultReadinessUrl(url);
     if (options.tokenProvider) {
       this.tokens = new TokenCache(options.tokenProvider, options.tokenRefreshMarginMs ?? 30_000, {
         // The open connection gets the new token in-band, so the server extends its lease.
@@ -96,7 +112,7 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
 
   /** The request the server is working on, and the newer input waiting to be sent. */
   get pending(): { inFlight?: RequestId; queued?: RequestId } {
-    return { inFlight: this.inFlight?.id, queued: this.queued?.id };
+    return this.flow.pending;
   }
 
   /**
@@ -106,42 +122,26 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
    */
   send(input: GenerateInput): RequestId {
     if (this.currentState === 'closed') throw new RealtimeError(ClientErrorCode.Closed, 'the connection was closed');
-    const id = this.nextId++;
-    const replaced = this.queued;
-    this.queued = { id, input };
-    if (replaced) this.emit('superseded', { type: 'superseded', id: replaced.id, local: true });
-    this.pump();
+    const id = this.flow.add(input);
+    if (this.dormant) void this.open();
     return id;
   }
 
   /** Cancels a waiting or running request. False when the id is neither (already settled, unknown). */
   cancel(id: RequestId): boolean {
-    if (this.queued?.id === id) {
-      this.queued = undefined;
-      this.emit('cancelled', { type: 'cancelled', id, local: true });
-      return true;
-    }
-    if (this.inFlight?.id === id && this.socket?.readyState === OPEN) {
-      // The server answers `cancelled` (or the frame, if it finished first); either settles it.
-      this.socket.send(encodeCancel(id));
-      return true;
-    }
-    return false;
+    return this.flow.cancel(id);
   }
 
   /** Closes for good: no reconnect; waiting and running requests end as local `cancelled`. */
   close(): Promise<void> {
     if (this.currentState === 'closed') return Promise.resolve();
-    clearTimeout(this.pumpTimer);
     clearTimeout(this.reconnectTimer);
     this.tokens?.stop();
     this.attempt++;
     const socket = this.socket;
     this.socket = undefined;
-    const abandoned = [this.inFlight, this.queued];
-    this.inFlight = this.queued = undefined;
     this.setState('closed');
-    for (const request of abandoned) if (request) this.emit('cancelled', { type: 'cancelled', id: request.id, local: true });
+    this.flow.abandon();
     if (!socket || socket.readyState === CLOSED) return Promise.resolve();
     return new Promise((resolve) => {
       socket.onclose = () => resolve();
@@ -154,6 +154,7 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
 
   private async open(): Promise<void> {
     const attempt = ++this.attempt;
+    this.dormant = false;
     this.setState('connecting');
     let url = this.url;
     if (this.tokens) {
@@ -183,6 +184,8 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
     // Every error is followed by a close event, which is where the connection reacts. `ws` says
     // why (e.g. "Unexpected server response: 401"); browsers hide it behind a bare event.
     let reason: string | undefined;
+    let refusal: Refusal | undefined;
+    const seesRefusals = watchRefusal(socket, (refused) => (refusal = refused));
     socket.onerror = (event: { message?: unknown }) => {
       if (typeof event?.message === 'string' && event.message) reason = event.message;
     };
@@ -191,37 +194,92 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
     };
     socket.onclose = (event: { code?: number }) => {
       const code = event.code ?? 1006;
-      if (this.socket === socket) this.dropped(code, reason ?? `closed with code ${code}`);
+      if (this.socket !== socket) return;
+      if (refusal) reason = describeRefusal(refusal);
+      const failure = reason ?? `closed with code ${code}`;
+      if (this.currentState === 'open') this.closedWhileOpen(code);
+      else if (refusal || seesRefusals || !this.readinessUrl) this.failedAttempt(failure, refusal);
+      else void this.probeThenRetry(failure);
     };
   }
 
-  private dropped(code: number, reason: string): void {
-    const wasOpen = this.currentState === 'open';
+  /** Forgets the socket; returns the id of the input waiting for the next connection, if any. */
+  private detach(): RequestId | undefined {
     this.socket = undefined;
-    // Refused before `hello` (401 for a token a restarted server no longer accepts, say) or closed
-    // because the token expired: the next attempt must present a fresh token.
-    if (!wasOpen || code === CloseCode.TokenExpired) this.tokens?.invalidate();
-    clearTimeout(this.pumpTimer);
-    this.pumpTimer = undefined;
-    // The server forgot everything about this connection: the newest input must be sent again.
-    const lost = this.inFlight;
-    this.inFlight = undefined;
-    if (lost) {
-      if (this.queued) this.emit('superseded', { type: 'superseded', id: lost.id, local: true });
-      else this.queued = lost;
-    }
-    if (wasOpen) {
-      const resend = this.queued ? `; request ${String(this.queued.id)} will be resent` : '';
-      this.emit('error', new RealtimeError(ClientErrorCode.ConnectionLost, `connection lost (close code ${code})${resend}`));
-      this.retry();
-    } else {
-      // A server that is down, or an upgrade refused: 401/403 credentials or origin, 429/503 busy or loading.
-      this.retry(`cannot connect to ${this.url}: ${reason}`);
-    }
+    return this.flow.connectionLost();
   }
 
-  /** Schedules the next attempt; `failure` says why the last one failed (reported with the retry). */
-  private retry(failure?: string): void {
+  /** No `hello` on this attempt: a server that is down, or an upgrade refused (401/403, 429/503). */
+  private failedAttempt(failure: string, refusal: Refusal | undefined): void {
+    this.detach();
+    // 401 for a token a restarted server no longer accepts, say: the next attempt fetches a fresh
+    // one. A refusal for load says nothing against the token.
+    if (!refusedForLoad(refusal)) this.tokens?.invalidate();
+    this.retry(`cannot connect to ${this.url}: ${failure}`, refusal?.retryAfterMs);
+  }
+
+  /** Browsers hide why an upgrade failed; the server's /readyz may know when to come back. */
+  private async probeThenRetry(failure: string): Promise<void> {
+    const attempt = this.attempt;
+    const readiness = await probeReadiness(this.readinessUrl!);
+    if (attempt !== this.attempt || this.currentState === 'closed') return;
+    const known = readiness && readiness.status >= 400 ? readiness : undefined;
+    this.failedAttempt(known ? `${failure}; ${describeRefusal(known)}` : failure, known);
+  }
+
+  private closedWhileOpen(code: number): void {
+    const waiting = this.detach();
+    if (code === CloseCode.TokenExpired) this.tokens?.invalidate();
+    const plan = afterClose(code);
+    if (plan.kind === 'going_away') {
+      this.goingAway(0, false);
+      return;
+    }
+    if (plan.kind === 'idle' && waiting === undefined) {
+      // Reconnecting now would only be closed again: wait for something to send.
+      this.dormant = true;
+      this.tokens?.pause();
+      this.setState('idle');
+      return;
+    }
+    // The hello's reset was premature: a client the server keeps closing must keep backing off.
+    if (plan.kind === 'misbehaved') this.backoff.restore(this.attemptsAtOpen);
+    const why = plan.kind === 'misbehaved' ? `: ${plan.why}` : '';
+    const resend = waiting !== undefined ? `; request ${String(waiting)} will be resent` : '';
+    const message = `connection lost (close code ${code}${why})${resend}`;
+    this.emit('error', new RealtimeError(ClientErrorCode.ConnectionLost, message, undefined, false, { closeCode: code }));
+    this.retry();
+  }
+
+  /**
+   * The server is shutting down (deploy, scale-in) having answered what it accepted: reconnect
+   * through the same URL right away, where a balancer picks another node. Not a failure, so the
+   * backoff starts afresh.
+   */
+  private goingAway(reconnectAfterMs: number, announced: boolean): void {
+    const socket = this.socket;
+    this.detach();
+    if (socket) {
+      socket.onmessage = socket.onclose = null;
+      // `ws` throws an 'error' event nobody listens to: keep a listener until the socket is gone.
+      socket.onerror = () => undefined;
+      socket.close(NORMAL_CLOSURE);
+    }
+    if (this.currentState === 'closed') return;
+    this.backoff.reset();
+    this.emit('going_away', { announced, reconnectAfterMs });
+    if (!this.reconnects) {
+      this.retry(`${this.url} is going away`);
+      return;
+    }
+    this.schedule(goingAwayDelay(reconnectAfterMs), 'going_away');
+  }
+
+  /**
+   * Schedules the next attempt; `failure` says why the last one failed (reported with the retry),
+   * `advisedMs` is the server's Retry-After, which replaces the exponential delay.
+   */
+  private retry(failure?: string, advisedMs?: number): void {
     if (this.currentState === 'closed') return;
     if (!this.reconnects || this.backoff.attempts >= this.maxAttempts) {
       const why = this.reconnects ? `gave up after ${this.backoff.attempts} reconnect attempts` : 'reconnecting is off';
@@ -231,19 +289,24 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
       return;
     }
     if (failure) this.emit('error', new RealtimeError(ClientErrorCode.ConnectionRefused, `${failure}; retrying`));
-    const delay = this.backoff.next();
-    this.setState('reconnecting', delay);
+    if (advisedMs !== undefined) this.schedule(this.backoff.advised(advisedMs), 'retry_after');
+    else this.schedule(this.backoff.next(), 'backoff');
+  }
+
+  private schedule(delay: number, delayReason: NonNullable<StateChange['delayReason']>): void {
+    this.setState('reconnecting', { retryInMs: delay, delayReason });
+    clearTimeout(this.reconnectTimer);
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       void this.open();
     }, delay);
   }
 
-  private setState(state: ConnectionState, retryInMs?: number): void {
+  private setState(state: ConnectionState, wait?: Pick<StateChange, 'retryInMs' | 'delayReason'>): void {
     const previous = this.currentState;
     if (previous === state) return;
     this.currentState = state;
-    this.emit('state', retryInMs === undefined ? { state, previous } : { state, previous, retryInMs });
+    this.emit('state', { state, previous, ...wait });
   }
 
   // ------------------------------------------------------------------ messages
@@ -265,28 +328,32 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
           return;
         }
         this.lastHello = message;
+        this.attemptsAtOpen = this.backoff.attempts;
         this.backoff.reset();
         this.setState('open');
         this.emit('hello', message);
-        this.pump();
+        this.flow.connectionOpened();
         return;
       case 'preview':
         this.emit('preview', message);
         return;
       case 'frame':
-        this.settle(message, () => this.emit('frame', message));
+        this.flow.settle(message.id, () => this.emit('frame', message));
         return;
       case 'skipped':
-        this.settle(message, () => this.emit('skipped', message));
+        this.flow.settle(message.id, () => this.emit('skipped', message));
         return;
       case 'superseded':
-        this.settle(message, () => this.emit('superseded', { ...message, local: false }));
+        this.flow.settle(message.id, () => this.emit('superseded', { ...message, local: false }));
         return;
       case 'cancelled':
-        this.settle(message, () => this.emit('cancelled', { ...message, local: false }));
+        this.flow.settle(message.id, () => this.emit('cancelled', { ...message, local: false }));
         return;
       case 'error':
-        this.settle(message, () => this.emit('error', RealtimeError.fromMessage(message)));
+        this.serverError(message);
+        return;
+      case 'going_away':
+        this.goingAway(message.reconnectAfterMs, true);
         return;
       default:
         // `authenticated` (the answer to an in-band token refresh) needs no action; types from a
@@ -295,34 +362,14 @@ export class RealtimeConnection extends Emitter<ConnectionEvents> {
     }
   }
 
-  /**
-   * A final reply: the request it names is no longer in flight. Listeners hear about it first, so
-   * events keep the wire's order (this request's end, then the next one's `sent`); the newest
-   * waiting input goes out right after.
-   */
-  private settle(message: ServerMessage, notify: () => void): void {
-    if ('id' in message && message.id !== undefined && this.inFlight?.id === message.id) this.inFlight = undefined;
-    notify();
-    this.pump();
-  }
-
-  /** Sends the waiting input if the server can take it now (nothing in flight, interval elapsed). */
-  private pump(): void {
-    if (this.currentState !== 'open' || this.inFlight || !this.queued || this.socket?.readyState !== OPEN) return;
-    const wait = this.lastSentAt + this.minIntervalMs - performance.now();
-    if (wait > 0) {
-      this.pumpTimer ??= setTimeout(() => {
-        this.pumpTimer = undefined;
-        this.pump();
-      }, wait);
+  private serverError(message: ErrorMessage): void {
+    // It refuses a message, not a request: the request holding that id goes on and ends on its own.
+    if (message.code === ErrorCode.DuplicateId) {
+      this.emit('error', RealtimeError.fromMessage(message));
       return;
     }
-    const request = this.queued;
-    this.queued = undefined;
-    this.inFlight = request;
-    this.lastSentAt = performance.now();
-    this.socket.send(encodeGenerate(request.id, request.input));
-    this.emit('sent', request);
+    if (this.flow.retryLater(message)) return;
+    this.flow.settle(message.id, () => this.emit('error', RealtimeError.fromMessage(message)));
   }
 }
 

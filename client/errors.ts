@@ -4,7 +4,8 @@
 import type { ErrorCode, ErrorMessage, RequestId } from '../shared/protocol.js';
 
 export const ClientErrorCode = {
-  /** The socket dropped; the client reconnects and resends the newest input. */
+  /** The socket dropped; the client reconnects and resends the newest input. `closeCode` says why
+   * (4002 and 4004 mean the server blamed this client: the reconnects back off). */
   ConnectionLost: 'connection_lost',
   /** A connection attempt failed (server down, or the upgrade refused: 401, 403, 429, 503); retried with backoff. */
   ConnectionRefused: 'connection_refused',
@@ -23,21 +24,43 @@ export const ClientErrorCode = {
 } as const;
 export type ClientErrorCode = (typeof ClientErrorCode)[keyof typeof ClientErrorCode];
 
+export interface RealtimeErrorDetails {
+  /** `duplicate_id`: the id of the refused message (the request holding it goes on). */
+  refusedId?: RequestId;
+  /** The server's hint: the same input may succeed after this many ms. */
+  retryAfterMs?: number;
+  /** `connection_lost`: the WebSocket close code. */
+  closeCode?: number;
+}
+
 export class RealtimeError extends Error {
   override readonly name = 'RealtimeError';
+  readonly refusedId?: RequestId;
+  readonly retryAfterMs?: number;
+  readonly closeCode?: number;
 
   constructor(
     readonly code: ErrorCode | ClientErrorCode,
     message: string,
-    /** The request this error is about, when there is one. */
+    /** The request this error ends, when there is one. */
     readonly requestId?: RequestId,
     /** True when the server sent it (an `error` message), false when the client raised it. */
     readonly fromServer = false,
+    details: RealtimeErrorDetails = {},
   ) {
     super(message);
+    if (details.refusedId !== undefined) this.refusedId = details.refusedId;
+    if (details.retryAfterMs !== undefined) this.retryAfterMs = details.retryAfterMs;
+    if (details.closeCode !== undefined) this.closeCode = details.closeCode;
   }
 
   static fromMessage(message: ErrorMessage): RealtimeError {
-    return new RealtimeError(message.code, message.message, message.id, true);
+    const retryAfterMs = typeof message.retryAfterMs === 'number' ? message.retryAfterMs : undefined;
+    if (message.code === 'duplicate_id') {
+      // It refuses a message, not a request, so it ends nothing: a server from before `refusedId`
+      // put the refused id in `id`, which must not read as the running request's end.
+      return new RealtimeError(message.code, message.message, undefined, true, { refusedId: message.refusedId ?? message.id, retryAfterMs });
+    }
+    return new RealtimeError(message.code, message.message, message.id, true, { retryAfterMs });
   }
 }

@@ -1,6 +1,7 @@
 // The SDK's public types: options, inputs, events and the minimal WebSocket shape it needs.
 import type {
   CancelledMessage,
+  ErrorCode,
   FrameMessage,
   GenerateMessage,
   HelloMessage,
@@ -15,7 +16,9 @@ import type { RealtimeError } from './errors.js';
 
 /**
  * idle -> connecting -> open -> reconnecting -> connecting -> ... ; any state -> closed.
- * `open` means the server's `hello` has arrived and requests flow.
+ * `open` means the server's `hello` has arrived and requests flow. `idle` is also where an open
+ * connection goes when the server closes it for inactivity (4008): no reconnect until the next
+ * `send()`.
  */
 export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
@@ -33,6 +36,17 @@ export interface WebSocketLike {
   onerror: ((event: any) => void) | null;
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
+  /**
+   * Present on `ws` (Node), absent in browsers: lets the SDK read a refused upgrade's status and
+   * Retry-After. Browsers hide both, so there the SDK asks the server's /readyz instead.
+   */
+  on?(event: 'unexpected-response', listener: (request: unknown, response: RefusedUpgrade) => void): unknown;
+}
+
+/** The parts of `ws`'s refused-upgrade response (a Node IncomingMessage) the SDK reads. */
+export interface RefusedUpgrade {
+  statusCode?: number;
+  headers?: Record<string, string | string[] | undefined>;
 }
 
 /** `globalThis.WebSocket` in browsers; `import WebSocket from 'ws'` in Node (which has none built in). */
@@ -56,6 +70,18 @@ export interface ConnectOptions {
   minIntervalMs?: number;
   /** Backoff for reconnecting after a drop, or false to close instead (default 250 ms base, 10 s cap). */
   reconnect?: ReconnectOptions | false;
+  /**
+   * Times one input is resent after a retryable server error (`not_ready`, `shutting_down`,
+   * `engine_restarted`, `overloaded`, `rate_limited`) before that error is reported as its end
+   * (default 10; 0 reports the first one).
+   */
+  requestRetries?: number;
+  /**
+   * Asked after a failed connection attempt whose HTTP answer the WebSocket cannot show (browsers),
+   * for the server's Retry-After. Default: the socket URL's host with `/v1/realtime` replaced by
+   * `/readyz` (http or https); false never asks.
+   */
+  readinessUrl?: string | false;
 }
 
 export interface StateChange {
@@ -63,6 +89,29 @@ export interface StateChange {
   previous: ConnectionState;
   /** When `state` is `reconnecting`: the delay before the next attempt. */
   retryInMs?: number;
+  /**
+   * When `state` is `reconnecting`, who chose the delay: the server's Retry-After (`retry_after`),
+   * its `going_away` (or a 1001 close), or the exponential backoff when nothing better is known.
+   */
+  delayReason?: 'retry_after' | 'going_away' | 'backoff';
+}
+
+/** A request the server could not take now; the SDK sends it again after `retryInMs`. */
+export interface RetryingRequest {
+  id: RequestId;
+  code: ErrorCode;
+  message: string;
+  /** 1 for the first resend of this input. */
+  attempt: number;
+  retryInMs: number;
+}
+
+/** The server is shutting down (deploy, scale-in); the SDK reconnects through the same URL. */
+export interface GoingAway {
+  /** False when the server (or a proxy) closed with 1001 without a `going_away` message first. */
+  announced: boolean;
+  /** The server's suggested wait; the SDK adds its own jitter (see the `state` event's retryInMs). */
+  reconnectAfterMs: number;
 }
 
 export interface SentRequest {
@@ -73,7 +122,8 @@ export interface SentRequest {
 /**
  * Every id returned by `send()` ends with exactly one `frame`, `superseded`, `skipped`, `cancelled`
  * or `error` event. `local: true` marks endings decided by the client (an unsent input replaced by
- * a newer one, or cancelled before it was sent or by `close()`).
+ * a newer one, or cancelled before it was sent or by `close()`). `retrying` is not an ending: the
+ * same id is sent again (another `sent` event) and still ends exactly once.
  */
 export interface ConnectionEvents {
   state: StateChange;
@@ -86,5 +136,8 @@ export interface ConnectionEvents {
   /** The server did not run it: its image barely differs from request `sameAs`, whose frame stands. */
   skipped: SkippedMessage;
   cancelled: CancelledMessage & { local: boolean };
+  /** The server refused the request for now (loading, restarting, overloaded, draining, rate limit). */
+  retrying: RetryingRequest;
+  going_away: GoingAway;
   error: RealtimeError;
 }

@@ -20,6 +20,8 @@ export class ServerMetrics {
   readonly refusedConnections: Counter<'reason'>;
   readonly closedSlowReaders: Counter;
   readonly engineRestarts: Counter;
+  /** Connections the server closed because of the client: bad_messages (4002), message_deadline (4004), idle (4008). */
+  readonly closes: Counter<'reason'>;
 
   constructor(gauges: { sessions(): number; pendingRequests(): number }) {
     const registers = [this.registry];
@@ -57,6 +59,7 @@ export class ServerMetrics {
     this.refusedConnections = new Counter({ name: 'realtime_refused_connections_total', help: 'WebSocket upgrades refused, by reason', labelNames: ['reason'], registers });
     this.engineRestarts = new Counter({ name: 'realtime_engine_restarts_total', help: 'Times the inference process died or failed to reload and was restarted', registers });
     this.closedSlowReaders = new Counter({ name: 'realtime_slow_reader_closes_total', help: 'Sockets closed for staying over the send buffer limit', registers });
+    this.closes = new Counter({ name: 'realtime_closes_total', help: 'Sockets the server closed for the client\'s conduct, by reason', labelNames: ['reason'], registers });
   }
 
   text(): Promise<string> {

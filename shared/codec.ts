@@ -2,6 +2,7 @@
 // structures) so that any msgpack library in any language can speak the protocol; binary fields
 // travel as msgpack `bin`.
 import { Packr } from 'msgpackr';
+import { MsgpackRejectedError, scanMsgpack } from './msgpack-guard.js';
 import type { ClientMessage, ServerMessage } from './protocol.js';
 
 const packr = new Packr({
@@ -17,7 +18,10 @@ export function encodeMessage(message: ClientMessage | ServerMessage): Uint8Arra
   return packr.pack(message);
 }
 
-/** Decodes bytes into an untrusted value: validate it before use. Throws on malformed msgpack. */
+/** Decodes bytes into an untrusted value: validate it before use. Throws on malformed msgpack
+ * (a MsgpackRejectedError when the structural check refuses it before msgpackr runs). */
 export function decodeMessage(bytes: Uint8Array): unknown {
+  const scan = scanMsgpack(bytes);
+  if (!scan.ok) throw new MsgpackRejectedError(scan.reason, scan.offset, scan.message);
   return packr.unpack(bytes);
 }

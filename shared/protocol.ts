@@ -78,10 +78,11 @@ export interface ModelInfo {
   previews: 'decoder' | 'projection';
   dtype: 'float32' | 'float16';
   device: string;
-  /** Decoders a request may pick for its final frame: always `vae`; `preview` when the model has a preview decoder. */
-  finalDecoders: FinalDecoder[];
-  /** The final decoder of requests that name none (the server's `--final-decoder`). */
-  finalDecoder: FinalDecoder;
+  /** Decoders a request may pick for its final frame: always `vae`; `preview` when the model has a
+   * preview decoder. (Optional for clients: servers from before the field offer `vae` only.) */
+  finalDecoders?: FinalDecoder[];
+  /** The final decoder of requests that name none (the server's `--final-decoder`); absent: `vae`. */
+  finalDecoder?: FinalDecoder;
 }
 
 export interface Limits {
@@ -157,8 +158,9 @@ export interface Timings {
   previews: number;
   /** The final decode, by the decoder named in the frame's `decoder`. */
   decode: number;
-  /** Images decoded from latents for this request: its previews plus the frame. */
-  decodes: number;
+  /** Images decoded from latents for this request: its previews plus the frame (always sent by
+   * this server; optional for clients of older ones). */
+  decodes?: number;
   /** Encoding the final frame to its format. */
   encode: number;
   /** Admission to the frame being sent. */
@@ -173,8 +175,8 @@ export interface FrameMessage {
   width: number;
   height: number;
   seed: number;
-  /** The decoder that made this image. */
-  decoder: FinalDecoder;
+  /** The decoder that made this image (always sent by this server; optional for clients of older ones). */
+  decoder?: FinalDecoder;
   timings: Timings;
 }
 

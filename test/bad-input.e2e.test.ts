@@ -101,12 +101,44 @@ test('oversized images: too many bytes, and a decompression bomb refused from it
   await expectError({ ...valid, strength: 1, id: 'bomb', image: bomb }, ErrorCode.ImageTooLarge);
 });
 
-test('duplicate ids are refused while the first is in flight', async () => {
+test('a reused id is refused without ending the request that holds it: one final reply per id', async () => {
   client.send({ ...valid, id: 'dup', steps: 8, width: 512, height: 512 });
   client.send({ ...valid, id: 'dup' });
-  const error = (await client.next((m) => m.type === 'error' && m.id === 'dup')) as ErrorMessage;
-  assert.equal(error.code, ErrorCode.DuplicateId);
+  // Invalid as well as reused: the reuse is what it is refused for, or the error would carry the id.
+  client.send({ ...valid, id: 'dup', steps: 0 });
   await client.next((m) => m.type === 'frame' && m.id === 'dup');
+  // Anything else about 'dup' was sent before this marker's reply.
+  client.send({ type: 'cancel', id: 'dup-marker' });
+  await client.next((m) => m.type === 'error' && m.id === 'dup-marker');
+
+  const finals = client.messages.filter((m) => 'id' in m && m.id === 'dup' && m.type !== 'preview');
+  assert.deepEqual(finals.map((m) => m.type), ['frame'], client.summary());
+  const refusals = client.messages.filter((m): m is ErrorMessage => m.type === 'error' && m.refusedId === 'dup');
+  assert.equal(refusals.length, 2, client.summary());
+  for (const refusal of refusals) {
+    assert.equal(refusal.code, ErrorCode.DuplicateId);
+    assert.ok(!('id' in refusal), 'a refusal names the id only as refusedId');
+  }
+});
+
+test('malformed messages past the per-minute limit close with 4002; out-of-range values never do', { timeout: 20_000 }, async () => {
+  const { client: other } = await TestClient.connect(server.wsUrl);
+  // Out of range is a client bug or a UI slider, not malice: answered, never counted.
+  for (let i = 0; i < limits.maxBadMessagesPerMinute * 2; i++) other.send({ ...valid, id: `range-${i}`, steps: 0 });
+  await other.untilSettled(`range-${limits.maxBadMessagesPerMinute * 2 - 1}`);
+  const closed = new Promise((resolve) => other.ws.once('close', (code, reason) => resolve([code, reason.toString()])));
+  const malformed = [{ type: 'teleport' }, { ...valid, prompt: 7, id: 'm' }, new Uint8Array([0xc1])];
+  for (let i = 0; i <= limits.maxBadMessagesPerMinute; i++) {
+    const bad = malformed[i % malformed.length];
+    if (bad instanceof Uint8Array) other.sendRaw(bad);
+    else other.send(bad);
+  }
+  assert.deepEqual(await closed, [4002, 'too many bad messages']);
+  const errors = other.messages.filter((m): m is ErrorMessage => m.type === 'error');
+  const counted = errors.filter((e) => ['unknown_type', 'invalid_field', 'bad_message'].includes(e.code));
+  assert.ok(counted.length >= limits.maxBadMessagesPerMinute, `answered ${counted.length} before the close`);
+  const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text();
+  assert.match(metrics, /realtime_closes_total\{reason="bad_messages"\} 1\b/);
 });
 
 test('a message over the size limit closes only that connection', async () => {

@@ -1,7 +1,7 @@
 // The SDK's connection plumbing against a tiny local `ws` server that records upgrade requests:
 // the API-key header, the browser token in the query string and its refresh (in-band `auth` on the
-// open socket, a fresh token after the server closes with 4003), 503 refusals retried with
-// backoff, and the backoff schedule itself. No model is involved.
+// open socket, a fresh token after the server closes with 4003), 503 refusals retried (after their
+// Retry-After: 1), and the backoff schedule itself. No model is involved.
 import { afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http, { type IncomingMessage } from 'node:http';

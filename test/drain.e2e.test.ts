@@ -66,7 +66,9 @@ test(`SIGTERM with sessions streaming, ${RUNS} times: every open request answere
       const { finals, goingAwayAfterFinals } = audit(client, sent[c]);
       for (const [id, replies] of finals) {
         assert.equal(replies.length, 1, `run ${run}: ${id} got ${replies.length} final replies: ${client.summary()}`);
-        assert.equal(replies[0].type, 'frame', `run ${run}: ${id} ended with ${client.summary()}`);
+        // Latest wins: the first of the two may still have been pending when the second arrived.
+        const allowed = id === `running-${c}` ? ['frame', 'superseded'] : ['frame'];
+        assert.ok(allowed.includes(replies[0].type), `run ${run}: ${id} ended with ${client.summary()}`);
       }
       assert.ok(goingAwayAfterFinals, `run ${run}: going_away must follow every frame: ${client.summary()}`);
       assert.equal(client.closeCode, CloseCode.GoingAway, `run ${run}: close code`);

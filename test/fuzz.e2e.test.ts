@@ -1,7 +1,8 @@
 // Hostile input: 100,000+ random and mutated messages over many connections (junk bytes, msgpack of
-// the wrong shape, generate messages with broken fields, truncated images, a decompression bomb,
-// forged huge dimensions). The server must stay up, its memory must come back to where it was, and
-// a well-behaved session running alongside must complete every request. Seeded: failures replay.
+// the wrong shape, length bombs of every type and width, deep nesting, generate messages with broken
+// fields, truncated images, a decompression bomb, forged huge dimensions). The server must stay up,
+// its memory must come back to where it was, and a well-behaved session running alongside must
+// complete every request. Seeded: failures replay.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -73,10 +74,42 @@ function junkValue(rand: () => number, depth = 0): unknown {
   }
 }
 
+/** Header bytes of every msgpack type whose length or count is declared: [type byte, width of the length]. */
+const DECLARED_LENGTHS: [number, number][] = [
+  [0xd9, 1], [0xda, 2], [0xdb, 4], // str
+  [0xc4, 1], [0xc5, 2], [0xc6, 4], // bin
+  [0xc7, 1], [0xc8, 2], [0xc9, 4], // ext (a type byte follows the length)
+  [0xdc, 2], [0xdd, 4], // array
+  [0xde, 2], [0xdf, 4], // map
+];
+
+/** A header claiming more than follows (up to 2^32 - 1), alone or as a field of a generate message;
+ * or arrays and maps nested far past any sane depth. */
+function structuralAttack(rand: () => number, n: number): Uint8Array {
+  if (rand() < 0.3) {
+    const depth = 33 + Math.floor(rand() * 5000);
+    const open = rand() < 0.5 ? [0x91] : [0x81, 0xa1, 0x6b]; // [x] or {"k": x}
+    return Uint8Array.from([...Array.from({ length: depth }, () => open).flat(), 0xc0]);
+  }
+  const [type, width] = DECLARED_LENGTHS[Math.floor(rand() * DECLARED_LENGTHS.length)];
+  // Half the time the worst case for msgpackr: the largest count V8 still allocates as a flat array
+  // (2^25), which cost it ~130 ms per 21-byte message; otherwise anything up to the width's maximum.
+  const worst = width === 4 ? 2 ** 25 - Math.floor(rand() * 2 ** 24) : 2 ** (8 * width) - 1;
+  const declared = rand() < 0.5 ? worst : Math.max(1, Math.floor(rand() * 2 ** (8 * width)));
+  const header = [type];
+  for (let i = width - 1; i >= 0; i--) header.push(Math.floor(declared / 2 ** (8 * i)) & 0xff);
+  const bomb = [...header, ...new Array(Math.floor(rand() * 32)).fill(0)];
+  if (rand() < 0.5) return Uint8Array.from(bomb);
+  // The same bomb as the last value of { type: 'generate', id, prompt: <bomb> }.
+  const prefix = encodeMessage({ type: 'generate', id: n, prompt: '' });
+  return Uint8Array.from([...prefix.subarray(0, prefix.length - 1), ...bomb]);
+}
+
 const GENERATE_FIELDS = ['type', 'id', 'prompt', 'image', 'strength', 'steps', 'seed', 'width', 'height', 'format', 'previews'];
 
 /** One hostile message, as the bytes to send. */
 function hostileMessage(rand: () => number, corpus: Corpus, n: number): Uint8Array {
+  if (rand() < 0.08) return structuralAttack(rand, n);
   const kind = rand();
   if (kind < 0.15) return new Uint8Array(Math.floor(rand() * 64)).map(() => Math.floor(rand() * 256));
   if (kind < 0.3) return encodeMessage(junkValue(rand) as never);
@@ -153,7 +186,9 @@ async function fuzzConnection(url: string, seed: number, count: number, corpus: 
 let server: ServerProcess;
 let corpus: Corpus;
 before(async () => {
-  server = await startServerProcess(['--rate-limit', '10000', '--max-sessions', '64']);
+  // Each connection sends thousands of bad messages: lift the per-minute limit that would close it
+  // (its 4002 close is tested in bad-input and length-bomb).
+  server = await startServerProcess(['--rate-limit', '10000', '--max-sessions', '64', '--max-bad-messages', '100000']);
   const base = sharp({ create: { width: 64, height: 64, channels: 3, background: '#4080c0' } });
   corpus = {
     png: await base.clone().png().toBuffer(),
@@ -172,6 +207,7 @@ test(`${TOTAL_MESSAGES} hostile messages: server up, memory back to baseline, a 
   await new Promise((r) => setTimeout(r, 500));
   const baseline = rssBytes(server.proc.pid!);
 
+  const started = performance.now();
   const { client } = await TestClient.connect(server.wsUrl);
   let fuzzing = true;
   const good = (async () => {
@@ -190,6 +226,7 @@ test(`${TOTAL_MESSAGES} hostile messages: server up, memory back to baseline, a 
   const perConnection = Math.ceil(TOTAL_MESSAGES / CONNECTIONS);
   const results = await Promise.all(Array.from({ length: CONNECTIONS }, (_, i) => fuzzConnection(server.wsUrl, i + 1, perConnection, corpus)));
   fuzzing = false;
+  const fuzzSeconds = (performance.now() - started) / 1000;
   const frames = await good;
   await client.close();
 
@@ -205,7 +242,7 @@ test(`${TOTAL_MESSAGES} hostile messages: server up, memory back to baseline, a 
   }
   await new Promise((r) => setTimeout(r, 1000));
   const afterRss = rssBytes(server.proc.pid!);
-  t.diagnostic(`sent ${sent} messages over ${CONNECTIONS} connections (${results.reduce((a, r) => a + r.reconnects, 0)} reconnects); ` +
+  t.diagnostic(`sent ${sent} messages in ${fuzzSeconds.toFixed(1)} s over ${CONNECTIONS} connections (${results.reduce((a, r) => a + r.reconnects, 0)} reconnects); ` +
     `good session: ${frames.length} frames; RSS ${Math.round(baseline / 2 ** 20)} MB -> ${Math.round(afterRss / 2 ** 20)} MB`);
   // A leak of 1 KB per message would add ~100 MB here; the plateau moves by tens of MB at most.
   assert.ok(afterRss < baseline + 64 * 1024 * 1024, `RSS ${Math.round(baseline / 2 ** 20)} MB -> ${Math.round(afterRss / 2 ** 20)} MB`);

@@ -46,13 +46,14 @@ test('the inference process killed mid-request: the server survives, the request
     await client.next((m) => m.type === 'preview' && m.id === 'doomed');
     process.kill(first, 'SIGKILL');
 
-    for (const [c, id] of [[client, 'doomed'], [bystander, 'bystander']] as const) {
-      const replies = await c.untilSettled(id);
-      const last = replies.at(-1)!;
-      assert.equal(last.type, 'error', c.summary());
-      assert.equal(last.type === 'error' && last.code, ErrorCode.EngineRestarted);
-      assert.ok(last.type === 'error' && (last.retryAfterMs ?? 0) > 0);
-    }
+    const doomed = (await client.untilSettled('doomed')).at(-1)!;
+    assert.equal(doomed.type, 'error', client.summary());
+    assert.equal(doomed.type === 'error' && doomed.code, ErrorCode.EngineRestarted);
+    assert.ok(doomed.type === 'error' && (doomed.retryAfterMs ?? 0) > 0);
+    // The other session's request either finished before the kill or failed the same way: once.
+    const other = (await bystander.untilSettled('bystander')).filter((m) => m.type === 'frame' || m.type === 'error');
+    assert.equal(other.length, 1, bystander.summary());
+    assert.ok(other[0].type === 'frame' || other[0].code === ErrorCode.EngineRestarted, bystander.summary());
     assert.equal(server.proc.exitCode, null, 'the server process is still running');
     assert.equal((await fetch(`${server.httpUrl}/healthz`)).status, 200);
 
@@ -62,7 +63,7 @@ test('the inference process killed mid-request: the server survives, the request
     client.send({ type: 'generate', id: 'again', prompt: 'a blue square', steps: 2 });
     const again = await client.untilSettled('again');
     assert.equal(again.at(-1)?.type, 'frame', client.summary());
-    assert.ok(server.logs.some((e) => e.msg === 'inference process exited; restarting' && e.signal === 'SIGKILL' && e.jobsFailed === 2));
+    assert.ok(server.logs.some((e) => e.msg === 'inference process exited; restarting' && e.signal === 'SIGKILL' && Number(e.jobsFailed) >= 1));
     const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text();
     assert.match(metrics, /^realtime_engine_restarts_total 1$/m);
     await client.close();

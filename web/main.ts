@@ -1,7 +1,7 @@
 // The browser client: wires the input sources (prompt, drawing, camera) and the controls to one
 // SDK connection, and its events to the output image and the status line. Every change sends a
 // request at once; the SDK's latest-wins throttling keeps only the newest, so nothing lags behind.
-import { connect, REALTIME_PATH, type GenerateInput, type ModelInfo, type RequestId } from '../client/index.js';
+import { ClientErrorCode, connect, REALTIME_PATH, type GenerateInput, type ModelInfo, type RequestId } from '../client/index.js';
 import { CameraSource } from './camera.js';
 import { Controls } from './controls.js';
 import { byId } from './dom.js';
@@ -108,10 +108,14 @@ async function submit(from: Source, jpeg?: Blob): Promise<void> {
 
 // ------------------------------------------------------------------ connection events
 
-connection.on('state', ({ state, retryInMs }) => {
-  document.body.dataset.state = state;
-  status.setState(state, retryInMs);
+connection.on('state', (change) => {
+  document.body.dataset.state = change.state;
+  status.setState(change);
 });
+
+// The SDK resends by itself: worth a word in the status line, not an error.
+connection.on('retrying', ({ code, attempt }) => status.setNote(`${code}, resending (${attempt})`));
+connection.on('going_away', () => status.setNote('server going away'));
 
 connection.on('hello', (hello) => {
   const first = model === undefined;
@@ -147,9 +151,13 @@ connection.on('skipped', ({ id }) => {
   ended(id, 'skipped');
 });
 connection.on('cancelled', ({ id }) => ended(id, 'other'));
+/** Connection trouble the SDK is already retrying: the state in the status line tells the story. */
+const RETRIED_BY_THE_SDK = new Set<string>([ClientErrorCode.ConnectionRefused, ClientErrorCode.ConnectionLost]);
+
 connection.on('error', (error) => {
   if (error.requestId !== undefined) ended(error.requestId, 'other');
-  showError(`${error.code}: ${error.message}`);
+  if (RETRIED_BY_THE_SDK.has(error.code)) status.setNote(error.code.replace('_', ' '));
+  else showError(`${error.code}: ${error.message}`);
 });
 
 function ended(id: RequestId, outcome: 'superseded' | 'skipped' | 'other'): void {

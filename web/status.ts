@@ -1,7 +1,9 @@
 // The status line: connection state, frames per second, time to first preview, frame latency and
-// the superseded count. Latencies are measured from the moment the input was given (send()), so
-// they include any wait behind the request in flight: what the user actually experiences.
-import type { ConnectionState, RequestId } from '../client/index.js';
+// the superseded count, plus a short note about transient trouble the SDK is already handling (a
+// refused connection it retries, a request it resends) so that it does not read as a failure.
+// Latencies are measured from the moment the input was given (send()), so they include any wait
+// behind the request in flight: what the user actually experiences.
+import type { ConnectionState, RequestId, StateChange } from '../client/index.js';
 
 /** Frames per second are counted over this trailing window. */
 const FPS_WINDOW_MS = 2000;
@@ -9,6 +11,8 @@ const FPS_WINDOW_MS = 2000;
 export class StatusLine {
   private state: ConnectionState = 'idle';
   private retryInMs: number | undefined;
+  private delayReason: StateChange['delayReason'];
+  private note = '';
   private readonly inputAt = new Map<RequestId, number>();
   private readonly previewed = new Set<RequestId>();
   private readonly frameTimes: number[] = [];
@@ -24,9 +28,17 @@ export class StatusLine {
     setInterval(() => this.render(), 500);
   }
 
-  setState(state: ConnectionState, retryInMs?: number): void {
+  setState({ state, retryInMs, delayReason }: StateChange): void {
     this.state = state;
     this.retryInMs = retryInMs;
+    this.delayReason = delayReason;
+    if (state === 'open') this.note = '';
+    this.render();
+  }
+
+  /** Transient trouble the SDK handles by itself; cleared by the next frame or reconnect. */
+  setNote(text: string): void {
+    this.note = text;
     this.render();
   }
 
@@ -52,6 +64,7 @@ export class StatusLine {
     const at = this.inputAt.get(id);
     if (at !== undefined) this.frameLatencyMs = now - at;
     this.frameTimes.push(now);
+    this.note = '';
     this.forget(id);
     this.render();
   }
@@ -81,11 +94,8 @@ export class StatusLine {
     requestAnimationFrame(() => {
       this.renderQueued = false;
       const ms = (value: number | undefined) => (value === undefined ? '–' : `${Math.round(value)} ms`);
-      const state = this.state === 'reconnecting' && this.retryInMs !== undefined
-        ? `reconnecting in ${(this.retryInMs / 1000).toFixed(1)} s`
-        : this.state;
       const parts = [
-        state,
+        this.describeState(),
         `${this.fps(performance.now()).toFixed(1)} frames/s`,
         `first preview ${ms(this.firstPreviewMs)}`,
         `frame ${ms(this.frameLatencyMs)}`,
@@ -93,6 +103,7 @@ export class StatusLine {
         `skipped ${this.skipped}`,
       ];
       if (this.model) parts.push(this.model);
+      if (this.note) parts.push(this.note);
       const dot = document.createElement('span');
       dot.className = 'dot';
       this.element.replaceChildren(dot, parts.join(' · '));
@@ -101,5 +112,14 @@ export class StatusLine {
       data.superseded = String(this.superseded);
       data.skipped = String(this.skipped);
     });
+  }
+
+  private describeState(): string {
+    if (this.state === 'idle' && this.model) return 'idle (reconnects on your next input)';
+    if (this.state !== 'reconnecting' || this.retryInMs === undefined) return this.state;
+    const wait = `${(this.retryInMs / 1000).toFixed(1)} s`;
+    if (this.delayReason === 'going_away') return `server restarting, reconnecting in ${wait}`;
+    if (this.delayReason === 'retry_after') return `server busy, retrying in ${wait}`;
+    return `reconnecting in ${wait}`;
   }
 }

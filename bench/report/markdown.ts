@@ -1,4 +1,5 @@
 // Markdown tables of a run, for the terminal and for docs/performance.md.
+import { hostileMarkdown } from '../hostile/report.js';
 import type { HttpResult } from '../http.js';
 import type { IdleResult } from '../idle.js';
 import type { PeerComparison } from '../peer/compare.js';
@@ -128,6 +129,7 @@ export function runMarkdown(run: BenchRun): string {
   const load = run.results.filter((r): r is LoadResult => r.kind === 'load');
   if (load.length) out.push('', '## Realtime load', '', loadTables(load));
   for (const r of run.results) if (r.kind === 'http') out.push('', '## HTTP endpoints', '', httpTable(r));
+  for (const r of run.results) if (r.kind === 'hostile') out.push('', '## Hostile clients', '', hostileMarkdown(r));
   const idle = run.results.filter((r): r is IdleResult => r.kind === 'idle');
   if (idle.length) out.push('', '## Idle sessions', '', idleTable(idle));
   if (run.peer) {

@@ -2,6 +2,7 @@
 // as JSON (the record), markdown (the tables) and SVG charts (latency CDF, frames/s over time).
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { HostileResult } from '../hostile/run.js';
 import type { HttpResult } from '../http.js';
 import type { IdleResult } from '../idle.js';
 import type { PeerComparison } from '../peer/compare.js';
@@ -17,7 +18,7 @@ export interface BenchRun {
   date: string;
   machine: MachineInfo;
   command: string;
-  results: (LoadResult | HttpResult | IdleResult)[];
+  results: (LoadResult | HttpResult | IdleResult | HostileResult)[];
   peer?: PeerComparison;
 }
 

@@ -30,11 +30,15 @@ export function registerRoutes(app: TemplatedApp, state: RouteState): void {
   });
 
   // Readiness: 200 only once the model is loaded and warmed up and while the server is not
-  // draining, so a load balancer never routes a user to a server that would answer late or not at all.
+  // draining, so a load balancer never routes a user to a server that would answer late or not at
+  // all. Browsers cannot see why a WebSocket upgrade was refused, so the client SDK asks here for
+  // the Retry-After; pages on other origins (allowed to open sockets) must be able to read it, and
+  // it says nothing secret.
+  const readyzCors = { 'access-control-allow-origin': '*', 'access-control-expose-headers': 'retry-after' };
   app.get('/readyz', (res) => {
     const current = state.state();
-    if (current === 'ready') sendJson(res, '200 OK', { status: 'ready' });
-    else sendJson(res, '503 Service Unavailable', { status: current }, { 'retry-after': '1' });
+    if (current === 'ready') sendJson(res, '200 OK', { status: 'ready' }, readyzCors);
+    else sendJson(res, '503 Service Unavailable', { status: current }, { 'retry-after': '1', ...readyzCors });
   });
 
   app.get('/v1/models', (res) => {

@@ -96,7 +96,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
   const model = (): ModelInfo | undefined => {
     const info = engine.info;
     if (!info) return undefined;
-    const finalDecoder = info.finalDecoders.includes(config.finalDecoder) ? config.finalDecoder : 'vae';
+    const finalDecoder = info.finalDecoders?.includes(config.finalDecoder) ? config.finalDecoder : 'vae';
     return { ...info, maxSteps: Math.min(info.maxSteps, config.limits.maxSteps), finalDecoder };
   };
   const limits = (): Limits => {

@@ -4,7 +4,7 @@
 // outbox, which owns ordering and backpressure.
 import { performance } from 'node:perf_hooks';
 import { decodeMessage } from '../../shared/codec.js';
-import { CloseCode, ErrorCode, type Limits, type ModelInfo, type RequestId, type ServerMessage } from '../../shared/protocol.js';
+import { CloseCode, ErrorCode, type ErrorMessage, type Limits, type ModelInfo, type RequestId, type ServerMessage } from '../../shared/protocol.js';
 import type { JobFailure, JobListener } from '../engine/engine.js';
 import type { RgbImage, WorkerTimings } from '../engine/messages.js';
 import { decodeInputImage, encodeImage, ImageInputError } from '../imaging.js';
@@ -18,6 +18,7 @@ import type { HubState } from './hub.js';
 import { Outbox, type OutboxOptions, type SocketSink } from './outbox.js';
 import { TokenBucket } from './rate-limiter.js';
 import type { Scheduler, SchedulableSession } from './scheduler.js';
+import { SlidingWindowCounter } from './sliding-window.js';
 import { validateMessage, type ValidGenerate } from './validate.js';
 
 export type { SocketSink };
@@ -42,6 +43,10 @@ interface Admitted {
   imageDecodeMs: number;
   rgb?: Uint8Array;
 }
+
+/** Replies that mean the client does not speak the protocol: a correct client never earns one, so
+ * a stream of them is an attack or a broken client, and either gets closed. */
+const MALFORMED: ReadonlySet<ErrorCode> = new Set([ErrorCode.BadMessage, ErrorCode.UnknownType, ErrorCode.InvalidField]);
 
 interface Running extends Admitted {
   jobId: number;
@@ -74,6 +79,10 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
   private readonly rate: TokenBucket;
   private expiryTimer: NodeJS.Timeout | undefined;
   private expiresAt: number | undefined;
+  private readonly badMessages = new SlidingWindowCounter(60_000);
+  /** Closed for too many bad messages: whatever else arrives before the close lands is ignored. */
+  private refusing = false;
+  private lastRequestAt = performance.now();
 
   constructor(
     private readonly sink: SocketSink,
@@ -128,32 +137,59 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
     this.reply({ type: 'authenticated', expiresAt: this.expiresAt ?? check.expiresAt });
   }
 
+  /** performance.now() of the last valid generate, cancel or auth (or of opening): what the idle
+   * timeout measures. Pongs and bad messages do not count. */
+  get lastActivityAt(): number {
+    return this.lastRequestAt;
+  }
+
   /** Requests admitted and not finished: the pending one and the running one. */
   get openRequests(): number {
     return (this.pending ? 1 : 0) + (this.running ? 1 : 0);
   }
 
   handleBytes(bytes: Uint8Array, isBinary = true): void {
+    if (this.refusing || this.closed) return;
     if (!isBinary) {
-      this.reply({ type: 'error', code: ErrorCode.BadMessage, message: 'send binary frames holding msgpack; text frames are not part of the protocol' });
+      this.refuse({ type: 'error', code: ErrorCode.BadMessage, message: 'send binary frames holding msgpack; text frames are not part of the protocol' });
       return;
     }
     let decoded: unknown;
     try {
       decoded = decodeMessage(bytes);
     } catch (err) {
-      this.reply({ type: 'error', code: ErrorCode.BadMessage, message: `not valid msgpack: ${(err as Error).message}` });
+      this.refuse({ type: 'error', code: ErrorCode.BadMessage, message: `not valid msgpack: ${(err as Error).message}` });
       return;
     }
     const result = validateMessage(decoded, this.options.limits, this.options.model);
     if (!result.ok) {
-      this.reply({ type: 'error', code: result.code, message: result.message, ...(result.id !== undefined ? { id: result.id } : {}) });
+      // An error naming an id in flight would read as that request's end, and it will get its own.
+      if (result.id !== undefined && this.isKnownId(result.id)) this.refuse(this.duplicateId(result.id), result.code);
+      else this.refuse({ type: 'error', code: result.code, message: result.message, ...(result.id !== undefined ? { id: result.id } : {}) });
       return;
     }
+    this.lastRequestAt = performance.now();
     const message = result.message;
     if (message.type === 'cancel') this.cancel(message.id);
     else if (message.type === 'auth') void this.authenticate(message.token);
     else void this.generate(message);
+  }
+
+  /** Answers a message that is not run; malformed ones count toward closing the connection. */
+  private refuse(error: ErrorMessage, code: ErrorCode = error.code): void {
+    this.reply(error);
+    if (!MALFORMED.has(code)) return;
+    const { maxBadMessagesPerMinute } = this.options.limits;
+    if (this.badMessages.add() <= maxBadMessagesPerMinute) return;
+    this.refusing = true;
+    this.metrics.closes.inc({ reason: 'bad_messages' });
+    this.logger.debug({ limit: maxBadMessagesPerMinute }, 'closing a session for too many bad messages');
+    this.sink.close(CloseCode.TooManyBadMessages, 'too many bad messages');
+  }
+
+  /** No `id`: the request already holding it goes on and gets the one final reply for that id. */
+  private duplicateId(id: RequestId): ErrorMessage {
+    return { type: 'error', code: ErrorCode.DuplicateId, message: 'a request with this id is already running or pending', refusedId: id };
   }
 
   /** The socket drained: held frames may go out now. */
@@ -170,6 +206,11 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
   private async generate(request: ValidGenerate): Promise<void> {
     const arrivedAt = performance.now();
     const { id } = request;
+    // Before anything that answers with `id`: that reply would look like the first request's end.
+    if (this.isKnownId(id)) {
+      this.reply(this.duplicateId(id));
+      return;
+    }
     const state = this.options.hubState();
     if (state === 'draining' || state === 'failed') {
       this.reply({ type: 'error', id, code: ErrorCode.ShuttingDown, message: 'the server is shutting down; reconnect to continue', retryAfterMs: RECONNECT_AFTER_SHUTDOWN_MS });
@@ -182,10 +223,6 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
     if (!this.rate.take()) {
       const { maxRequestsPerSecond, requestBurst } = this.options.limits;
       this.reply({ type: 'error', id, code: ErrorCode.RateLimited, message: `more than ${maxRequestsPerSecond} requests per second (burst ${requestBurst})` });
-      return;
-    }
-    if (this.isKnownId(id)) {
-      this.reply({ type: 'error', id, code: ErrorCode.DuplicateId, message: 'a request with this id is already running or pending' });
       return;
     }
     const arrival = ++this.arrivals;

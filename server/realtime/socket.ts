@@ -1,10 +1,12 @@
 // The /v1/realtime WebSocket route: wires uWebSockets.js callbacks to one RealtimeSession per
-// socket. Every uWS limit is set explicitly here.
+// socket. Every uWS limit is set explicitly here; the two uWS has no setting for (message deadline,
+// session idle) are enforced by liveness.ts.
 import uWS, { type TemplatedApp, type WebSocket } from 'uWebSockets.js';
 import { CloseCode, REALTIME_PATH } from '../../shared/protocol.js';
 import type { ServerConfig } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { RealtimeHub } from './hub.js';
+import { LivenessSweep, type WatchedSocket } from './liveness.js';
 import type { RealtimeSession } from './session.js';
 import type { Principal } from '../security/authenticator.js';
 
@@ -13,6 +15,7 @@ interface SocketData {
   closed: boolean;
   remote: string;
   principal: Principal;
+  watched?: WatchedSocket;
 }
 
 export interface RealtimeDeps {
@@ -28,6 +31,12 @@ export interface RealtimeStats {
 export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): RealtimeStats {
   const stats: RealtimeStats = { connections: 0 };
   const { config, hub, logger } = deps;
+  const liveness = new LivenessSweep({
+    messageDeadlineMs: config.limits.messageDeadlineSeconds * 1000,
+    sessionIdleMs: config.limits.sessionIdleSeconds * 1000,
+    closed: (reason) => hub.metrics.closes.inc({ reason }),
+  });
+  liveness.start();
   app.ws<SocketData>(REALTIME_PATH, {
     compression: uWS.DISABLED, // images are already compressed
     // uWS drops a socket over maxPayloadLength without a close frame, so the documented limit is
@@ -36,8 +45,11 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
     maxBackpressure: config.maxBackpressureBytes,
     // Slow readers are handled by dropping previews, not by uWS closing the socket.
     closeOnBackpressureLimit: 0,
+    // Transport-level: closes sockets that send nothing, not even a pong. The message deadline and
+    // the session idle timeout (liveness.ts) catch what this cannot.
     idleTimeout: config.limits.idleTimeoutSeconds,
     sendPingsAutomatically: true,
+    maxLifetime: 0,
 
     upgrade: (res, req, context) => {
       // Everything from req must be copied now: it is stack-allocated and gone after this call.
@@ -100,6 +112,16 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
       };
       const { session, hello } = hub.openSession(sink, data.principal);
       data.session = session;
+      data.watched = {
+        // The sweep runs outside uWS handlers, where only a corked send is flushed right away.
+        ping: (payload) => {
+          if (!data.closed) ws.cork(() => ws.ping(payload));
+        },
+        close: sink.close,
+        lastActivityAt: () => session.lastActivityAt,
+        openRequests: () => session.openRequests,
+      };
+      liveness.add(data.watched);
       ws.send(hello, true, false);
       logger.debug({ remote: data.remote }, 'session opened');
     },
@@ -115,6 +137,11 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
       session.handleBytes(new Uint8Array(message), isBinary);
     },
 
+    pong: (ws, message) => {
+      const { watched } = ws.getUserData();
+      if (watched) liveness.pong(watched, message);
+    },
+
     drain: (ws) => {
       ws.getUserData().session?.drained();
     },
@@ -123,6 +150,7 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
       stats.connections--;
       const data = ws.getUserData();
       data.closed = true;
+      if (data.watched) liveness.delete(data.watched);
       if (data.session) hub.closeSession(data.session);
       logger.debug({ remote: data.remote, code }, 'session closed');
     },

@@ -147,13 +147,14 @@ function validateGenerate(value: Record<string, unknown>, id: RequestId, limits:
   if (previews !== undefined && typeof previews !== 'boolean') {
     return fail(ErrorCode.InvalidField, 'previews must be a boolean', id);
   }
-  const decoder = finalDecoder ?? model.finalDecoder;
+  const offered = model.finalDecoders ?? ['vae'];
+  const decoder = finalDecoder ?? model.finalDecoder ?? 'vae';
   if (typeof decoder !== 'string' || !(FINAL_DECODERS as readonly string[]).includes(decoder)) {
     return fail(ErrorCode.InvalidFinalDecoder, `finalDecoder must be one of ${FINAL_DECODERS.join(', ')}`, id);
   }
   // Refused rather than quietly served by the VAE: the client asked for speed it would not get.
-  if (!(model.finalDecoders as readonly string[]).includes(decoder)) {
-    return fail(ErrorCode.FinalDecoderUnavailable, `model ${model.name} has no ${decoder} decoder; it offers ${model.finalDecoders.join(', ')}`, id);
+  if (!(offered as readonly string[]).includes(decoder)) {
+    return fail(ErrorCode.FinalDecoderUnavailable, `model ${model.name} has no ${decoder} decoder; it offers ${offered.join(', ')}`, id);
   }
 
   return {

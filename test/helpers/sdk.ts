@@ -80,7 +80,9 @@ export function finalEvent(connection: RealtimeConnection, id: string | number, 
 /** Records every event of a connection, in order, as [name, value] pairs. */
 export function recordEvents(connection: RealtimeConnection): [keyof ConnectionEvents, any][] {
   const events: [keyof ConnectionEvents, any][] = [];
-  const names: (keyof ConnectionEvents)[] = ['state', 'hello', 'sent', 'preview', 'frame', 'superseded', 'skipped', 'cancelled', 'error'];
+  const names: (keyof ConnectionEvents)[] = [
+    'state', 'hello', 'sent', 'preview', 'frame', 'superseded', 'skipped', 'cancelled', 'retrying', 'going_away', 'error',
+  ];
   for (const name of names) connection.on(name, (value) => events.push([name, value]));
   return events;
 }
