@@ -35,6 +35,9 @@ export interface ServerConfig {
   /** Preview a request's last step too, as before the frame stood for it: one more decode and encode
    * per request, for clients that count on a preview per step. */
   lastPreview: boolean;
+  /** Start a session's pending request beside its running one once that one is stepping, so one
+   * UNet call advances both (at most one extra per session; realtime/session.ts). */
+  streamBatch: boolean;
   /** Open sessions at most; further upgrades get 503 with Retry-After. */
   maxSessions: number;
   /** Bytes buffered for a reader above which previews are dropped. */
@@ -112,7 +115,7 @@ const FLAGS = {
   '--drain-timeout': 'drainTimeout',
   '--engine-restarts': 'engineRestarts',
 } as const;
-const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty', '--spinning': 'spinning', '--insecure': 'insecure', '--last-preview': 'lastPreview' } as const;
+const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty', '--spinning': 'spinning', '--insecure': 'insecure', '--last-preview': 'lastPreview', '--stream-batch': 'streamBatch' } as const;
 
 type FlagName = (typeof FLAGS)[keyof typeof FLAGS] | (typeof BOOLEAN_FLAGS)[keyof typeof BOOLEAN_FLAGS];
 
@@ -135,6 +138,8 @@ export const USAGE = `Usage: npm start -- [options]
                        env FINAL_DECODER)
   --last-preview       also preview each request's last step (off: the frame is that step's image, and a
                        1-step request costs one decode instead of two)
+  --stream-batch       start a session's next request while its previous one runs its last steps, one
+                       UNet call advancing both (off by default: see docs/performance.md; env STREAM_BATCH)
   --max-sessions N     open sessions at most; more get HTTP 503 (default 256)
   --rate-limit N       generate messages per second per session, burst N (default 60)
   --skip-threshold D   skip image-to-image frames differing from the last by less than D (0-255 mean; 0 = off; default 1.5)
@@ -230,6 +235,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     heavyShare,
     finalDecoder: finalDecoder as FinalDecoder,
     lastPreview: truthy(flags.lastPreview),
+    streamBatch: truthy(flags.streamBatch ?? env.STREAM_BATCH),
     maxSessions: integer('--max-sessions', flags.maxSessions, 256, 1, 100_000),
     previewBackpressureBytes: 256 * 1024,
     frameBackpressureBytes: 1024 * 1024,

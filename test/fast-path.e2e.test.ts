@@ -1,9 +1,10 @@
 // The few-step fast path through the real server: the final decoder chosen by --final-decoder and
 // per request, listed in hello and /v1/models, reported in each frame with the decode it ran; and
-// one decode per image (--last-preview restores the preview of the last step).
+// one decode per image (--last-preview restores the preview of the last step); and stream batching
+// (--stream-batch) keeping latest-wins, input order and one final reply per request.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ErrorCode, type ErrorMessage, type FrameMessage } from '../shared/protocol.js';
+import { ErrorCode, type ErrorMessage, type FrameMessage, type ServerMessage } from '../shared/protocol.js';
 import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
 import { TestClient } from './helpers/ws-client.js';
 
@@ -67,6 +68,41 @@ describe('--last-preview', () => {
     const frame = replies[1] as FrameMessage;
     assert.deepEqual([frame.decoder, frame.timings.decodes], ['vae', 2]);
     assert.ok(frame.timings.previews > 0);
+    await client.close();
+  });
+});
+
+describe('--stream-batch', () => {
+  let server: ServerProcess;
+  before(async () => {
+    server = await startServerProcess(['--stream-batch', '--skip-threshold', '0']);
+  });
+  after(() => server?.stop());
+
+  test('a fast stream: a frame for every input not superseded, in order, one final reply each', async () => {
+    const { client } = await TestClient.connect(server.wsUrl);
+    const count = 30;
+    for (let id = 0; id < count; id++) {
+      client.send({ type: 'generate', id, prompt: 'a red circle', steps: 2, seed: id });
+      await new Promise((resolve) => setTimeout(resolve, 8));
+    }
+    await client.untilSettled(count - 1, 60_000);
+    const final = (m: ServerMessage) => 'id' in m && ['frame', 'superseded', 'skipped', 'cancelled', 'error'].includes(m.type);
+    const finals = client.messages.filter(final) as (ServerMessage & { id: number })[];
+    const ids = finals.map((m) => m.id);
+    assert.deepEqual([...ids].sort((a, b) => a - b), Array.from({ length: count }, (_, i) => i), 'exactly one final reply per id');
+    assert.ok(finals.every((m) => m.type === 'frame' || m.type === 'superseded'), client.summary());
+    const frames = finals.filter((m) => m.type === 'frame') as unknown as FrameMessage[];
+    const frameIds = frames.map((f) => f.id as number);
+    assert.deepEqual(frameIds, [...frameIds].sort((a, b) => a - b), 'frames in input order');
+    assert.equal(frameIds.at(-1), count - 1, 'the newest input is rendered');
+    // Nothing about a request after its final reply (no preview of a superseded one, no second frame).
+    for (const m of finals) {
+      const after = client.messages.slice(client.messages.indexOf(m) + 1);
+      assert.ok(!after.some((x) => 'id' in x && x.id === m.id), `a message about ${m.id} after its final reply`);
+    }
+    // One session alone shares UNet calls only with its own next request.
+    assert.ok(frames.some((f) => f.timings.batchSizes.some((b) => b === 2)), `some step advanced two of this session's frames: ${frames.map((f) => f.timings.batchSizes.join('+')).join(' ')}`);
     await client.close();
   });
 });

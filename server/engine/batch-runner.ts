@@ -7,6 +7,10 @@
 // A request's last step gets no preview: the frame decodes the very latent that preview would show
 // and follows at once, so a preview there costs a decode and an encode for an image nobody sees
 // for long (a 1-step request would pay two decodes for one picture). `lastPreview` restores it.
+//
+// Stream batching (the session side is in realtime/session.ts) hands a session's next request in
+// while its previous one still runs, so one UNet call advances both at different timesteps. The
+// next one's frame waits for the previous one's (`after`), so frames leave in input order.
 import type { GenerationState } from '../pipeline/generation.js';
 import { isFinished } from '../pipeline/generation.js';
 import { yieldToEvents, type DiffusionPipeline } from '../pipeline/pipeline.js';
@@ -32,6 +36,8 @@ interface ActiveJob {
   state: GenerationState;
   /** Iteration in which this job last ran a step; the group holding the smallest goes next. */
   lastStep: number;
+  /** The job whose frame must be done before this one's (stream batching). */
+  after?: number;
 }
 
 export class BatchRunner {
@@ -94,7 +100,7 @@ export class BatchRunner {
     const admitted: ActiveJob[] = [];
     for (const job of this.waiting.splice(0, room)) {
       try {
-        admitted.push({ jobId: job.jobId, state: this.pipeline.createState(job), lastStep: 0 });
+        admitted.push({ jobId: job.jobId, state: this.pipeline.createState(job), lastStep: 0, after: job.after });
       } catch (err) {
         // The sampler refuses step/strength combinations it cannot run (RangeError): the client's doing.
         this.events.failed(job.jobId, (err as Error).message, err instanceof RangeError);
@@ -138,18 +144,27 @@ export class BatchRunner {
   }
 
   private async finishCompleted(): Promise<void> {
-    const finished = this.active.filter((a) => isFinished(a.state));
+    // A job that follows another one still stepping (or not yet admitted) keeps its frame back.
+    const stepping = new Set([...this.waiting.map((j) => j.jobId), ...this.active.filter((a) => !isFinished(a.state)).map((a) => a.jobId)]);
+    const finished = this.active.filter((a) => isFinished(a.state) && !(a.after !== undefined && stepping.has(a.after)));
     if (finished.length === 0) return;
     const bySize = new Map<string, ActiveJob[]>();
     for (const job of finished) {
       const key = `${job.state.latentW}x${job.state.latentH}`;
       bySize.set(key, [...(bySize.get(key) ?? []), job]);
     }
-    for (const group of bySize.values()) {
+    const undecoded = new Set(finished.map((j) => j.jobId));
+    for (const sized of bySize.values()) {
+      // In one group a follower comes after its leader (admission order) and shares its decode; a
+      // leader in a later group (another size) goes first, and its follower waits an iteration.
+      const group: ActiveJob[] = [];
+      for (const j of sized) if (j.after === undefined || !undecoded.has(j.after) || group.some((g) => g.jobId === j.after)) group.push(j);
+      if (group.length === 0) continue;
       await this.guard(group, async () => {
         const images = await this.pipeline.decode(group.map((j) => j.state));
         group.forEach((job, i) => this.events.done(job.jobId, images[i], job.state.timings));
       });
+      for (const job of group) undecoded.delete(job.jobId);
       this.active = this.active.filter((a) => !group.includes(a));
     }
   }

@@ -22,6 +22,9 @@ export interface LoadOptions {
 /** One generation as the worker sees it: validated, defaulted, its image decoded to RGB. */
 export interface JobSpec extends GenerateRequest {
   jobId: number;
+  /** Stream batching: the job of the same session this one starts beside (admitted before it).
+   * This job's frame is never done before that one's, so a session's frames keep their order. */
+  after?: number;
 }
 
 export type ToWorker =

@@ -168,6 +168,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
         hubState: state,
         principal,
         verifyToken: (token) => authenticator.tokens.verify(token),
+        streamBatch: config.streamBatch,
       }, metrics, logger);
       sessions.add(session);
       sessionsPerKey.set(principal.keyId, (sessionsPerKey.get(principal.keyId) ?? 0) + 1);

@@ -2,6 +2,11 @@
 // -> admit -> queue -> run. Latest wins: at most one request running and one pending; a newer
 // generate replaces the pending one, which is answered `superseded`. Replies leave through the
 // outbox, which owns ordering and backpressure.
+//
+// Stream batching (--stream-batch) lets the pending request start as soon as the running one has
+// started stepping, as a `follower`: the batch runner then advances both in one UNet call at
+// different timesteps, and keeps the follower's frame behind the leader's. At most one follower,
+// so a session has at most two requests running, and a newer input still replaces the pending one.
 import { performance } from 'node:perf_hooks';
 import { decodeMessage } from '../../shared/codec.js';
 import { CloseCode, ErrorCode, type ErrorMessage, type Limits, type ModelInfo, type RequestId, type ServerMessage } from '../../shared/protocol.js';
@@ -34,6 +39,8 @@ export interface SessionOptions {
   /** Who this connection acts for; a token-based one expires unless refreshed with `auth`. */
   principal: Principal;
   verifyToken(token: string): Promise<TokenCheck>;
+  /** Start the pending request beside the running one once that one runs (see above). */
+  streamBatch?: boolean;
 }
 
 interface Admitted {
@@ -52,6 +59,8 @@ interface Running extends Admitted {
   jobId: number;
   startedAt: number;
   previewSent: boolean;
+  /** The inference process has taken it in: from now on it is on its steps. */
+  started?: boolean;
   /** Answered `shutting_down` by the drain: whatever the job still reports is dropped. */
   abandoned?: boolean;
 }
@@ -70,6 +79,8 @@ const RECONNECT_AFTER_SHUTDOWN_MS = 100;
 export class RealtimeSession implements SchedulableSession, DrainableSession {
   private pending: Admitted | undefined;
   private running: Running | undefined;
+  /** Stream batching: the request started beside `running`, whose frame comes after its frame. */
+  private follower: Running | undefined;
   /** Requests whose image is still being decoded, by arrival number. */
   private readonly decoding = new Map<number, { id: RequestId; cancelled: boolean }>();
   private arrivals = 0;
@@ -143,9 +154,15 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
     return this.lastRequestAt;
   }
 
-  /** Requests admitted and not finished: the pending one and the running one. */
+  /** Requests admitted and not finished: the pending one and the running ones. */
   get openRequests(): number {
-    return (this.pending ? 1 : 0) + (this.running ? 1 : 0);
+    return (this.pending ? 1 : 0) + (this.running ? 1 : 0) + (this.follower ? 1 : 0);
+  }
+
+  /** Whether the pending request may go to the scheduler now. */
+  private mayStart(): boolean {
+    if (!this.running) return true;
+    return this.options.streamBatch === true && this.running.started === true && !this.follower;
   }
 
   handleBytes(bytes: Uint8Array, isBinary = true): void {
@@ -198,7 +215,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
   }
 
   private isKnownId(id: RequestId): boolean {
-    if (this.running?.request.id === id || this.pending?.request.id === id) return true;
+    if (this.running?.request.id === id || this.follower?.request.id === id || this.pending?.request.id === id) return true;
     for (const entry of this.decoding.values()) if (entry.id === id && !entry.cancelled) return true;
     return false;
   }
@@ -277,7 +294,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
     if (this.closed) return;
     if (this.pending) this.supersede(this.pending.request.id);
     this.pending = admitted;
-    if (!this.running) this.scheduler.enqueue(this);
+    if (this.mayStart()) this.scheduler.enqueue(this);
   }
 
   private supersede(id: RequestId): void {
@@ -292,9 +309,11 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
       this.reply({ type: 'cancelled', id });
       return;
     }
-    if (this.running?.request.id === id) {
-      this.scheduler.cancel(this.running.jobId);
-      return;
+    for (const running of [this.running, this.follower]) {
+      if (running?.request.id === id) {
+        this.scheduler.cancel(running.jobId);
+        return;
+      }
     }
     for (const entry of this.decoding.values()) {
       if (entry.id === id && !entry.cancelled) {
@@ -313,10 +332,12 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
 
   takePending(jobId: number): ReturnType<SchedulableSession['takePending']> {
     const admitted = this.pending;
-    if (!admitted || this.closed) return undefined;
+    if (!admitted || this.closed || !this.mayStart()) return undefined;
     this.pending = undefined;
     const running: Running = { ...admitted, jobId, startedAt: performance.now(), previewSent: false };
-    this.running = running;
+    const leader = this.running;
+    if (leader) this.follower = running;
+    else this.running = running;
     const { request } = admitted;
     const job = {
       prompt: request.prompt,
@@ -327,6 +348,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
       height: request.height,
       previews: request.previews,
       finalDecoder: request.finalDecoder,
+      ...(leader ? { after: leader.jobId } : {}),
       ...(admitted.rgb ? { image: admitted.rgb } : {}),
     };
     return { job, listener: this.listenerFor(running) };
@@ -336,13 +358,16 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
     const { request } = running;
     // Returns false for a job whose request was already answered (abandoned by the drain).
     const finish = () => {
-      if (this.running === running) this.running = undefined;
-      if (this.pending && !this.closed) this.scheduler.enqueue(this);
+      if (this.running === running) [this.running, this.follower] = [this.follower, undefined];
+      if (this.follower === running) this.follower = undefined;
+      if (this.pending && !this.closed && this.mayStart()) this.scheduler.enqueue(this);
       return !running.abandoned;
     };
     return {
       onStarted: () => {
         running.startedAt = performance.now();
+        running.started = true;
+        if (this.pending && !this.closed && this.mayStart()) this.scheduler.enqueue(this);
       },
       onPreview: (step, steps, image) => {
         if (!running.abandoned) this.sendPreview(running, step, steps, image);
@@ -438,14 +463,14 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
     this.pending = undefined;
     this.scheduler.remove(this);
     for (const entry of this.decoding.values()) entry.cancelled = true;
-    const running = this.running;
-    if (running) {
+    for (const running of [this.running, this.follower]) {
+      if (!running) continue;
       // Its job may still report; the id's one final reply is this one.
       running.abandoned = true;
-      this.running = undefined;
       this.scheduler.cancel(running.jobId);
       shuttingDown(running.request.id);
     }
+    this.running = this.follower = undefined;
   }
 
   /** The socket closed: drop what is pending and stop the running job at its next step. */
@@ -457,6 +482,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
     this.scheduler.remove(this);
     for (const entry of this.decoding.values()) entry.cancelled = true;
     if (this.running) this.scheduler.cancel(this.running.jobId);
+    if (this.follower) this.scheduler.cancel(this.follower.jobId);
   }
 }
 
