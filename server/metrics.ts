@@ -19,8 +19,10 @@ export class ServerMetrics {
   readonly errors: Counter<'code'>;
   readonly refusedConnections: Counter<'reason'>;
   readonly closedSlowReaders: Counter;
+  readonly imageMemoryReserved: Gauge;
+  readonly imageDecodes: Counter;
 
-  constructor(gauges: { sessions(): number; pendingRequests(): number }) {
+  constructor(gauges: { sessions(): number; pendingRequests(): number; imageMemoryReserved(): number }) {
     const registers = [this.registry];
     // Includes nodejs_eventloop_lag_seconds (and its percentiles) for the uWS thread.
     collectDefaultMetrics({ register: this.registry });
@@ -55,6 +57,12 @@ export class ServerMetrics {
     this.errors = new Counter({ name: 'realtime_errors_total', help: 'Error replies by code', labelNames: ['code'], registers });
     this.refusedConnections = new Counter({ name: 'realtime_refused_connections_total', help: 'WebSocket upgrades refused, by reason', labelNames: ['reason'], registers });
     this.closedSlowReaders = new Counter({ name: 'realtime_slow_reader_closes_total', help: 'Sockets closed for staying over the send buffer limit', registers });
+    // Refusals for lack of image memory are realtime_errors_total{code="overloaded"}.
+    this.imageMemoryReserved = new Gauge({
+      name: 'realtime_image_memory_reserved_bytes', help: 'Bytes of input images reserved (waiting, decoding, or decoded and waiting to run), of --image-memory', registers,
+      collect() { this.set(gauges.imageMemoryReserved()); },
+    });
+    this.imageDecodes = new Counter({ name: 'realtime_image_decodes_total', help: 'Input images whose pixel decode started', registers });
   }
 
   text(): Promise<string> {

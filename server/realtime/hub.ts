@@ -10,6 +10,7 @@ import { ServerMetrics } from '../metrics.js';
 import { Authenticator, type Principal } from '../security/authenticator.js';
 import { OriginPolicy } from '../security/origin-policy.js';
 import { TokenIssuer } from '../security/tokens.js';
+import { ImageBudget } from './image-budget.js';
 import { Scheduler } from './scheduler.js';
 import { RealtimeSession, type SocketSink } from './session.js';
 
@@ -42,6 +43,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
     new TokenIssuer(security.tokenSecret, security.tokenTtlSeconds),
     new OriginPolicy(security.allowedOrigins),
   );
+  const imageBudget = new ImageBudget(config.imageMemoryBytes);
   const metrics = new ServerMetrics({
     sessions: () => sessions.size,
     pendingRequests: () => {
@@ -49,6 +51,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
       for (const session of sessions) open += session.openRequests;
       return open;
     },
+    imageMemoryReserved: () => imageBudget.reserved,
   });
   const engine = new InferenceEngine(
     { modelDir: config.modelDir, device: config.device, deviceId: config.deviceId, threads: config.threads, spinning: config.spinning, maxBatch: config.maxBatch },
@@ -125,6 +128,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger): Realtim
         isReady,
         principal,
         verifyToken: (token) => authenticator.tokens.verify(token),
+        imageBudget,
       }, metrics, logger);
       sessions.add(session);
       sessionsPerKey.set(principal.keyId, (sessionsPerKey.get(principal.keyId) ?? 0) + 1);

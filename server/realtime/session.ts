@@ -1,18 +1,21 @@
 // One WebSocket connection's requests: validate -> rate limit -> (decode image, skip if unchanged)
 // -> admit -> queue -> run. Latest wins: at most one request running and one pending; a newer
-// generate replaces the pending one, which is answered `superseded`. Replies leave through the
-// outbox, which owns ordering and backpressure.
+// generate replaces the pending one, which is answered `superseded`. Images are decoded one at a
+// time within the shared memory budget (input-decoder.ts). Replies leave through the outbox, which
+// owns ordering and backpressure.
 import { performance } from 'node:perf_hooks';
 import { decodeMessage } from '../../shared/codec.js';
 import { CloseCode, ErrorCode, type Limits, type ModelInfo, type RequestId, type ServerMessage } from '../../shared/protocol.js';
 import type { JobListener } from '../engine/engine.js';
 import type { RgbImage, WorkerTimings } from '../engine/messages.js';
-import { decodeInputImage, encodeImage, ImageInputError } from '../imaging.js';
+import { encodeImage } from '../imaging.js';
 import type { Logger } from '../logger.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { Principal } from '../security/authenticator.js';
 import type { TokenCheck } from '../security/tokens.js';
 import { frameSignature, signatureDistance } from './frame-similarity.js';
+import type { ImageBudget, Reservation } from './image-budget.js';
+import { InputDecoder, type DecodedInput } from './input-decoder.js';
 import { Outbox, type OutboxOptions, type SocketSink } from './outbox.js';
 import { TokenBucket } from './rate-limiter.js';
 import type { Scheduler, SchedulableSession } from './scheduler.js';
@@ -31,6 +34,8 @@ export interface SessionOptions {
   /** Who this connection acts for; a token-based one expires unless refreshed with `auth`. */
   principal: Principal;
   verifyToken(token: string): Promise<TokenCheck>;
+  /** Memory for input images, shared by every session. */
+  imageBudget: ImageBudget;
 }
 
 interface Admitted {
@@ -39,6 +44,8 @@ interface Admitted {
   admittedAt: number;
   imageDecodeMs: number;
   rgb?: Uint8Array;
+  /** The RGB's share of the image budget, released when the worker takes it or the request ends. */
+  reservation?: Reservation;
 }
 
 interface Running extends Admitted {
@@ -57,9 +64,7 @@ interface LastInput {
 export class RealtimeSession implements SchedulableSession {
   private pending: Admitted | undefined;
   private running: Running | undefined;
-  /** Requests whose image is still being decoded, by arrival number. */
-  private readonly decoding = new Map<number, { id: RequestId; cancelled: boolean }>();
-  private arrivals = 0;
+  private readonly decoder: InputDecoder;
   private lastInput: LastInput | undefined;
   private closed = false;
   private readonly outbox: Outbox;
@@ -84,6 +89,11 @@ export class RealtimeSession implements SchedulableSession {
       },
       slowReaderClosed: () => metrics.closedSlowReaders.inc(),
       encodeFailed: (err) => logger.error({ err }, 'failed to encode a reply'),
+    });
+    this.decoder = new InputDecoder(options.imageBudget, options.limits.maxImagePixels, metrics, {
+      reply: (message) => this.reply(message),
+      superseded: (id) => this.supersede(id),
+      decoded: (input) => this.decoded(input),
     });
     this.scheduleExpiry(options.principal.expiresAt);
   }
@@ -145,7 +155,7 @@ export class RealtimeSession implements SchedulableSession {
     const message = result.message;
     if (message.type === 'cancel') this.cancel(message.id);
     else if (message.type === 'auth') void this.authenticate(message.token);
-    else void this.generate(message);
+    else this.generate(message);
   }
 
   /** The socket drained: held frames may go out now. */
@@ -154,12 +164,10 @@ export class RealtimeSession implements SchedulableSession {
   }
 
   private isKnownId(id: RequestId): boolean {
-    if (this.running?.request.id === id || this.pending?.request.id === id) return true;
-    for (const entry of this.decoding.values()) if (entry.id === id && !entry.cancelled) return true;
-    return false;
+    return this.running?.request.id === id || this.pending?.request.id === id || this.decoder.has(id);
   }
 
-  private async generate(request: ValidGenerate): Promise<void> {
+  private generate(request: ValidGenerate): void {
     const arrivedAt = performance.now();
     const { id } = request;
     if (!this.options.isReady()) {
@@ -175,35 +183,22 @@ export class RealtimeSession implements SchedulableSession {
       this.reply({ type: 'error', id, code: ErrorCode.DuplicateId, message: 'a request with this id is already running or pending' });
       return;
     }
-    const arrival = ++this.arrivals;
-    let rgb: Uint8Array | undefined;
-    let imageDecodeMs = 0;
-    if (request.image) {
-      const entry = { id, cancelled: false };
-      this.decoding.set(arrival, entry);
-      try {
-        rgb = await decodeInputImage(request.image, request.width, request.height, this.options.limits.maxImagePixels);
-        imageDecodeMs = performance.now() - arrivedAt;
-      } catch (err) {
-        const code = err instanceof ImageInputError && err.reason === 'too_large' ? ErrorCode.ImageTooLarge : ErrorCode.ImageUndecodable;
-        this.reply({ type: 'error', id, code, message: (err as Error).message });
-        return;
-      } finally {
-        this.decoding.delete(arrival);
-      }
-      if (this.closed) return;
-      if (entry.cancelled) {
-        this.reply({ type: 'cancelled', id });
-        return;
-      }
-      // A newer generate arrived while this image decoded: it wins.
-      if (arrival !== this.arrivals) {
-        this.reply({ type: 'superseded', id });
-        return;
-      }
-      if (this.skipIfUnchanged(request, rgb)) return;
+    const { image } = request;
+    if (image) {
+      this.decoder.submit({ ...request, image }, arrivedAt);
+      return;
     }
-    this.admit({ request, arrivedAt, admittedAt: performance.now(), imageDecodeMs, rgb });
+    // A newer request wins over an image still waiting or decoding, as it would over a pending one.
+    this.decoder.overtake();
+    this.admit({ request, arrivedAt, admittedAt: performance.now(), imageDecodeMs: 0 });
+  }
+
+  private decoded(input: DecodedInput): void {
+    if (this.skipIfUnchanged(input.request, input.rgb)) {
+      input.reservation.release();
+      return;
+    }
+    this.admit({ ...input, admittedAt: performance.now() });
   }
 
   /** Answers `skipped` when this image barely differs from the last one admitted with the same settings. */
@@ -224,8 +219,14 @@ export class RealtimeSession implements SchedulableSession {
   }
 
   private admit(admitted: Admitted): void {
-    if (this.closed) return;
-    if (this.pending) this.supersede(this.pending.request.id);
+    if (this.closed) {
+      admitted.reservation?.release();
+      return;
+    }
+    if (this.pending) {
+      this.pending.reservation?.release();
+      this.supersede(this.pending.request.id);
+    }
     this.pending = admitted;
     if (!this.running) this.scheduler.enqueue(this);
   }
@@ -237,6 +238,7 @@ export class RealtimeSession implements SchedulableSession {
 
   private cancel(id: RequestId): void {
     if (this.pending?.request.id === id) {
+      this.pending.reservation?.release();
       this.pending = undefined;
       this.scheduler.remove(this);
       this.reply({ type: 'cancelled', id });
@@ -246,12 +248,7 @@ export class RealtimeSession implements SchedulableSession {
       this.scheduler.cancel(this.running.jobId);
       return;
     }
-    for (const entry of this.decoding.values()) {
-      if (entry.id === id && !entry.cancelled) {
-        entry.cancelled = true;
-        return;
-      }
-    }
+    if (this.decoder.cancel(id)) return;
     this.reply({ type: 'error', id, code: ErrorCode.UnknownRequest, message: 'no running or pending request has this id' });
   }
 
@@ -259,6 +256,8 @@ export class RealtimeSession implements SchedulableSession {
     const admitted = this.pending;
     if (!admitted || this.closed) return undefined;
     this.pending = undefined;
+    // The RGB's buffer is transferred to the worker with the job: it leaves this thread's memory.
+    admitted.reservation?.release();
     const running: Running = { ...admitted, jobId, startedAt: performance.now(), previewSent: false };
     this.running = running;
     const { request } = admitted;
@@ -359,9 +358,10 @@ export class RealtimeSession implements SchedulableSession {
     this.closed = true;
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.outbox.close();
+    this.pending?.reservation?.release();
     this.pending = undefined;
     this.scheduler.remove(this);
-    for (const entry of this.decoding.values()) entry.cancelled = true;
+    this.decoder.close();
     if (this.running) this.scheduler.cancel(this.running.jobId);
   }
 }
