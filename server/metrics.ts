@@ -22,8 +22,10 @@ export class ServerMetrics {
   readonly engineRestarts: Counter;
   /** Connections the server closed because of the client: bad_messages (4002), message_deadline (4004), idle (4008). */
   readonly closes: Counter<'reason'>;
+  readonly imageMemoryReserved: Gauge;
+  readonly imageDecodes: Counter;
 
-  constructor(gauges: { sessions(): number; pendingRequests(): number }) {
+  constructor(gauges: { sessions(): number; pendingRequests(): number; imageMemoryReserved(): number }) {
     const registers = [this.registry];
     // Includes nodejs_eventloop_lag_seconds (and its percentiles) for the uWS thread.
     collectDefaultMetrics({ register: this.registry });
@@ -60,6 +62,12 @@ export class ServerMetrics {
     this.engineRestarts = new Counter({ name: 'realtime_engine_restarts_total', help: 'Times the inference process died or failed to reload and was restarted', registers });
     this.closedSlowReaders = new Counter({ name: 'realtime_slow_reader_closes_total', help: 'Sockets closed for staying over the send buffer limit', registers });
     this.closes = new Counter({ name: 'realtime_closes_total', help: 'Sockets the server closed for the client\'s conduct, by reason', labelNames: ['reason'], registers });
+    // Refusals for lack of image memory are realtime_errors_total{code="overloaded"}.
+    this.imageMemoryReserved = new Gauge({
+      name: 'realtime_image_memory_reserved_bytes', help: 'Bytes of input images reserved (waiting, decoding, or decoded and waiting to run), of --image-memory', registers,
+      collect() { this.set(gauges.imageMemoryReserved()); },
+    });
+    this.imageDecodes = new Counter({ name: 'realtime_image_decodes_total', help: 'Input images whose pixel decode started', registers });
   }
 
   text(): Promise<string> {

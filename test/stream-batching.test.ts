@@ -14,6 +14,7 @@ import { createLogger } from '../server/logger.js';
 import { ServerMetrics } from '../server/metrics.js';
 import type { GenerationState } from '../server/pipeline/generation.js';
 import type { DiffusionPipeline } from '../server/pipeline/pipeline.js';
+import { ImageBudget } from '../server/realtime/image-budget.js';
 import { Scheduler } from '../server/realtime/scheduler.js';
 import { RealtimeSession } from '../server/realtime/session.js';
 
@@ -111,8 +112,9 @@ describe('a session with stream batching', () => {
     const sink = { send: (bytes: Uint8Array) => (replies.push(decodeMessage(bytes) as ServerMessage), true), bufferedAmount: () => 0, close() {} };
     const session = new RealtimeSession(sink, scheduler, {
       limits, model, outbox: { previewBytes: 1 << 20, frameBytes: 1 << 20, slowReaderMs: 10_000 }, previewJpegQuality: 70, frameJpegQuality: 90,
-      hubState: () => 'ready', principal: { keyId: 'k' }, verifyToken: async () => ({ ok: false, reason: 'invalid' }) as never, streamBatch,
-    }, new ServerMetrics({ sessions: () => 1, pendingRequests: () => 0 }), createLogger('silent', false));
+      hubState: () => 'ready', principal: { keyId: 'k' }, verifyToken: async () => ({ ok: false, reason: 'invalid' }) as never,
+      imageBudget: new ImageBudget(1 << 20), streamBatch,
+    }, new ServerMetrics({ sessions: () => 1, pendingRequests: () => 0, imageMemoryReserved: () => 0 }), createLogger('silent', false));
     const send = (id: number) => session.handleBytes(encodeMessage({ type: 'generate', id, prompt: 'a red circle', steps: 2 }));
     // The engine's runs by request id: `sync` names the runs handed over so far, in order.
     const byId = new Map<number, (typeof runs)[number]>();

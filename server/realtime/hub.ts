@@ -11,6 +11,7 @@ import { Authenticator, type Principal } from '../security/authenticator.js';
 import { OriginPolicy } from '../security/origin-policy.js';
 import { TokenIssuer } from '../security/tokens.js';
 import { drainSessions, type DrainReport } from './drain.js';
+import { ImageBudget } from './image-budget.js';
 import { Scheduler } from './scheduler.js';
 import { RealtimeSession, type SocketSink } from './session.js';
 
@@ -60,6 +61,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
     new TokenIssuer(security.tokenSecret, security.tokenTtlSeconds),
     new OriginPolicy(security.allowedOrigins),
   );
+  const imageBudget = new ImageBudget(config.imageMemoryBytes);
   const metrics = new ServerMetrics({
     sessions: () => sessions.size,
     pendingRequests: () => {
@@ -67,6 +69,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
       for (const session of sessions) open += session.openRequests;
       return open;
     },
+    imageMemoryReserved: () => imageBudget.reserved,
   });
   const engine = new InferenceEngine(
     {
@@ -168,6 +171,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
         hubState: state,
         principal,
         verifyToken: (token) => authenticator.tokens.verify(token),
+        imageBudget,
         streamBatch: config.streamBatch,
       }, metrics, logger);
       sessions.add(session);

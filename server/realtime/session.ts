@@ -1,27 +1,28 @@
 // One WebSocket connection's requests: validate -> rate limit -> (decode image, skip if unchanged)
 // -> admit -> queue -> run. Latest wins: at most one request running and one pending; a newer
-// generate replaces the pending one, which is answered `superseded`. Replies leave through the
-// outbox, which owns ordering and backpressure.
-//
-// Stream batching (--stream-batch) lets the pending request start as soon as the running one has
-// started stepping, as a `follower`: the batch runner then advances both in one UNet call at
-// different timesteps, and keeps the follower's frame behind the leader's. At most one follower,
-// so a session has at most two requests running, and a newer input still replaces the pending one.
+// generate replaces the pending one, which is answered `superseded`. Images are decoded one at a
+// time within the shared memory budget (input-decoder.ts). Replies leave through the outbox, which
+// owns ordering and backpressure.
+// Stream batching (--stream-batch): the pending request starts once the running one is stepping, as
+// its `follower` (at most one), sharing its UNet calls; the batch runner keeps its frame second.
 import { performance } from 'node:perf_hooks';
 import { decodeMessage } from '../../shared/codec.js';
 import { CloseCode, ErrorCode, type ErrorMessage, type Limits, type ModelInfo, type RequestId, type ServerMessage } from '../../shared/protocol.js';
 import type { JobFailure, JobListener } from '../engine/engine.js';
 import type { RgbImage, WorkerTimings } from '../engine/messages.js';
-import { decodeInputImage, encodeImage, ImageInputError } from '../imaging.js';
 import type { Logger } from '../logger.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { Principal } from '../security/authenticator.js';
 import type { TokenCheck } from '../security/tokens.js';
 import type { DrainableSession } from './drain.js';
+import { frameMessage, previewMessage } from './frame-replies.js';
 import { frameSignature, signatureDistance } from './frame-similarity.js';
 import type { HubState } from './hub.js';
+import type { ImageBudget, Reservation } from './image-budget.js';
+import { InputDecoder, type DecodedInput } from './input-decoder.js';
 import { Outbox, type OutboxOptions, type SocketSink } from './outbox.js';
 import { TokenBucket } from './rate-limiter.js';
+import { TokenLease } from './token-lease.js';
 import type { Scheduler, SchedulableSession } from './scheduler.js';
 import { SlidingWindowCounter } from './sliding-window.js';
 import { validateMessage, type ValidGenerate } from './validate.js';
@@ -39,6 +40,8 @@ export interface SessionOptions {
   /** Who this connection acts for; a token-based one expires unless refreshed with `auth`. */
   principal: Principal;
   verifyToken(token: string): Promise<TokenCheck>;
+  /** Memory for input images, shared by every session. */
+  imageBudget: ImageBudget;
   /** Start the pending request beside the running one once that one runs (see above). */
   streamBatch?: boolean;
 }
@@ -49,6 +52,8 @@ interface Admitted {
   admittedAt: number;
   imageDecodeMs: number;
   rgb?: Uint8Array;
+  /** The RGB's share of the image budget, released when the worker takes it or the request ends. */
+  reservation?: Reservation;
 }
 
 /** Replies that mean the client does not speak the protocol: a correct client never earns one, so
@@ -81,15 +86,12 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
   private running: Running | undefined;
   /** Stream batching: the request started beside `running`, whose frame comes after its frame. */
   private follower: Running | undefined;
-  /** Requests whose image is still being decoded, by arrival number. */
-  private readonly decoding = new Map<number, { id: RequestId; cancelled: boolean }>();
-  private arrivals = 0;
+  private readonly decoder: InputDecoder;
   private lastInput: LastInput | undefined;
   private closed = false;
   private readonly outbox: Outbox;
   private readonly rate: TokenBucket;
-  private expiryTimer: NodeJS.Timeout | undefined;
-  private expiresAt: number | undefined;
+  private readonly lease: TokenLease;
   private readonly badMessages = new SlidingWindowCounter(60_000);
   /** Closed for too many bad messages: whatever else arrives before the close lands is ignored. */
   private refusing = false;
@@ -113,39 +115,21 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
       slowReaderClosed: () => metrics.closedSlowReaders.inc(),
       encodeFailed: (err) => logger.error({ err }, 'failed to encode a reply'),
     });
-    this.scheduleExpiry(options.principal.expiresAt);
+    this.decoder = new InputDecoder(options.imageBudget, options.limits.maxImagePixels, metrics, {
+      reply: (message) => this.reply(message),
+      superseded: (id) => this.supersede(id),
+      decoded: (input) => this.decoded(input),
+    });
+    this.lease = new TokenLease(options.principal.keyId, options.principal.expiresAt, {
+      verifyToken: options.verifyToken,
+      reply: (message) => this.reply(message),
+      close: (code, reason) => sink.close(code, reason),
+      isClosed: () => this.closed,
+    });
   }
 
   get principal(): Principal {
     return this.options.principal;
-  }
-
-  /** Token-based connections close when their token expires, unless an `auth` message renews it. */
-  private scheduleExpiry(expiresAt: number | undefined): void {
-    if (expiresAt === undefined) return;
-    this.expiresAt = expiresAt;
-    if (this.expiryTimer) clearTimeout(this.expiryTimer);
-    // setTimeout holds at most ~24.8 days; re-check on wake for anything longer.
-    const delay = Math.min(expiresAt - Date.now(), 0x7fffffff);
-    this.expiryTimer = setTimeout(() => {
-      if (this.closed) return;
-      if (Date.now() < (this.expiresAt ?? 0)) this.scheduleExpiry(this.expiresAt);
-      else this.sink.close(CloseCode.TokenExpired, 'token expired');
-    }, Math.max(0, delay));
-    this.expiryTimer.unref();
-  }
-
-  private async authenticate(token: string): Promise<void> {
-    const check = await this.options.verifyToken(token);
-    if (this.closed) return;
-    if (!check.ok || check.keyId !== this.principal.keyId) {
-      const why = !check.ok ? (check.reason === 'expired' ? 'the token has expired' : 'the token is not valid here') : 'the token belongs to another key';
-      this.reply({ type: 'error', code: ErrorCode.InvalidToken, message: why });
-      return;
-    }
-    // Connections opened with an API key never expire; a token only ever extends a lease.
-    if (this.expiresAt !== undefined && check.expiresAt > this.expiresAt) this.scheduleExpiry(check.expiresAt);
-    this.reply({ type: 'authenticated', expiresAt: this.expiresAt ?? check.expiresAt });
   }
 
   /** performance.now() of the last valid generate, cancel or auth (or of opening): what the idle
@@ -161,8 +145,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
 
   /** Whether the pending request may go to the scheduler now. */
   private mayStart(): boolean {
-    if (!this.running) return true;
-    return this.options.streamBatch === true && this.running.started === true && !this.follower;
+    return !this.running || (this.options.streamBatch === true && this.running.started === true && !this.follower);
   }
 
   handleBytes(bytes: Uint8Array, isBinary = true): void {
@@ -188,8 +171,8 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
     this.lastRequestAt = performance.now();
     const message = result.message;
     if (message.type === 'cancel') this.cancel(message.id);
-    else if (message.type === 'auth') void this.authenticate(message.token);
-    else void this.generate(message);
+    else if (message.type === 'auth') void this.lease.renew(message.token);
+    else this.generate(message);
   }
 
   /** Answers a message that is not run; malformed ones count toward closing the connection. */
@@ -215,12 +198,10 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
   }
 
   private isKnownId(id: RequestId): boolean {
-    if (this.running?.request.id === id || this.follower?.request.id === id || this.pending?.request.id === id) return true;
-    for (const entry of this.decoding.values()) if (entry.id === id && !entry.cancelled) return true;
-    return false;
+    return this.running?.request.id === id || this.follower?.request.id === id || this.pending?.request.id === id || this.decoder.has(id);
   }
 
-  private async generate(request: ValidGenerate): Promise<void> {
+  private generate(request: ValidGenerate): void {
     const arrivedAt = performance.now();
     const { id } = request;
     // Before anything that answers with `id`: that reply would look like the first request's end.
@@ -242,35 +223,22 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
       this.reply({ type: 'error', id, code: ErrorCode.RateLimited, message: `more than ${maxRequestsPerSecond} requests per second (burst ${requestBurst})` });
       return;
     }
-    const arrival = ++this.arrivals;
-    let rgb: Uint8Array | undefined;
-    let imageDecodeMs = 0;
-    if (request.image) {
-      const entry = { id, cancelled: false };
-      this.decoding.set(arrival, entry);
-      try {
-        rgb = await decodeInputImage(request.image, request.width, request.height, this.options.limits.maxImagePixels);
-        imageDecodeMs = performance.now() - arrivedAt;
-      } catch (err) {
-        const code = err instanceof ImageInputError && err.reason === 'too_large' ? ErrorCode.ImageTooLarge : ErrorCode.ImageUndecodable;
-        this.reply({ type: 'error', id, code, message: (err as Error).message });
-        return;
-      } finally {
-        this.decoding.delete(arrival);
-      }
-      if (this.closed) return;
-      if (entry.cancelled) {
-        this.reply({ type: 'cancelled', id });
-        return;
-      }
-      // A newer generate arrived while this image decoded: it wins.
-      if (arrival !== this.arrivals) {
-        this.reply({ type: 'superseded', id });
-        return;
-      }
-      if (this.skipIfUnchanged(request, rgb)) return;
+    const { image } = request;
+    if (image) {
+      this.decoder.submit({ ...request, image }, arrivedAt);
+      return;
     }
-    this.admit({ request, arrivedAt, admittedAt: performance.now(), imageDecodeMs, rgb });
+    // A newer request wins over an image still waiting or decoding, as it would over a pending one.
+    this.decoder.overtake();
+    this.admit({ request, arrivedAt, admittedAt: performance.now(), imageDecodeMs: 0 });
+  }
+
+  private decoded(input: DecodedInput): void {
+    if (this.skipIfUnchanged(input.request, input.rgb)) {
+      input.reservation.release();
+      return;
+    }
+    this.admit({ ...input, admittedAt: performance.now() });
   }
 
   /** Answers `skipped` when this image barely differs from the last one admitted with the same settings. */
@@ -291,8 +259,14 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
   }
 
   private admit(admitted: Admitted): void {
-    if (this.closed) return;
-    if (this.pending) this.supersede(this.pending.request.id);
+    if (this.closed) {
+      admitted.reservation?.release();
+      return;
+    }
+    if (this.pending) {
+      this.pending.reservation?.release();
+      this.supersede(this.pending.request.id);
+    }
     this.pending = admitted;
     if (this.mayStart()) this.scheduler.enqueue(this);
   }
@@ -304,6 +278,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
 
   private cancel(id: RequestId): void {
     if (this.pending?.request.id === id) {
+      this.pending.reservation?.release();
       this.pending = undefined;
       this.scheduler.remove(this);
       this.reply({ type: 'cancelled', id });
@@ -315,12 +290,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
         return;
       }
     }
-    for (const entry of this.decoding.values()) {
-      if (entry.id === id && !entry.cancelled) {
-        entry.cancelled = true;
-        return;
-      }
-    }
+    if (this.decoder.cancel(id)) return;
     this.reply({ type: 'error', id, code: ErrorCode.UnknownRequest, message: 'no running or pending request has this id' });
   }
 
@@ -334,6 +304,8 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
     const admitted = this.pending;
     if (!admitted || this.closed || !this.mayStart()) return undefined;
     this.pending = undefined;
+    // The RGB's buffer is transferred to the worker with the job: it leaves this thread's memory.
+    admitted.reservation?.release();
     const running: Running = { ...admitted, jobId, startedAt: performance.now(), previewSent: false };
     const leader = this.running;
     if (leader) this.follower = running;
@@ -397,48 +369,18 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
   }
 
   private sendPreview(running: Running, step: number, steps: number, image: RgbImage): void {
-    const { request } = running;
-    const { width, height } = request;
     this.outbox.preview(async () => {
-      const bytes = await encodeImage(image, 'jpeg', this.options.previewJpegQuality, width, height);
+      const message = await previewMessage(running.request, step, steps, image, this.options.previewJpegQuality);
       if (!running.previewSent) {
         running.previewSent = true;
         this.metrics.firstPreviewSeconds.observe((performance.now() - running.arrivedAt) / 1000);
       }
-      return { type: 'preview', id: request.id, step, steps, image: bytes, width, height };
+      return message;
     });
   }
 
   private sendFrame(running: Running, image: RgbImage, timings: WorkerTimings): void {
-    const { request } = running;
-    this.outbox.frame(async () => {
-      const t0 = performance.now();
-      const bytes = await encodeImage(image, request.format, this.options.frameJpegQuality, request.width, request.height);
-      const now = performance.now();
-      return {
-        type: 'frame',
-        id: request.id,
-        image: bytes,
-        format: request.format,
-        width: request.width,
-        height: request.height,
-        seed: request.seed,
-        decoder: timings.decoder,
-        timings: {
-          queue: round(running.startedAt - running.admittedAt),
-          imageDecode: round(running.imageDecodeMs),
-          textEncoder: round(timings.textEncoder),
-          vaeEncoder: round(timings.vaeEncoder),
-          steps: timings.steps.map(round),
-          batchSizes: timings.batchSizes,
-          previews: round(timings.previews),
-          decode: round(timings.decode),
-          decodes: timings.decodes,
-          encode: round(now - t0),
-          total: round(now - running.arrivedAt),
-        },
-      };
-    });
+    this.outbox.frame(() => frameMessage(running.request, running, image, timings, this.options.frameJpegQuality));
   }
 
   private reply(message: ServerMessage): void {
@@ -447,7 +389,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
   }
 
   get busy(): boolean {
-    return this.openRequests > 0 || this.decoding.size > 0 || this.outbox.holding;
+    return this.openRequests > 0 || this.decoder.busy || this.outbox.holding;
   }
 
   goAway(): void {
@@ -460,9 +402,10 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
     const shuttingDown = (id: RequestId) =>
       this.reply({ type: 'error', id, code: ErrorCode.ShuttingDown, message: 'the server shut down before this request finished', retryAfterMs: RECONNECT_AFTER_SHUTDOWN_MS });
     if (this.pending) shuttingDown(this.pending.request.id);
+    this.pending?.reservation?.release();
     this.pending = undefined;
     this.scheduler.remove(this);
-    for (const entry of this.decoding.values()) entry.cancelled = true;
+    this.decoder.shutDown(shuttingDown);
     for (const running of [this.running, this.follower]) {
       if (!running) continue;
       // Its job may still report; the id's one final reply is this one.
@@ -476,14 +419,14 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
   /** The socket closed: drop what is pending and stop the running job at its next step. */
   close(): void {
     this.closed = true;
-    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.lease.stop();
     this.outbox.close();
+    this.pending?.reservation?.release();
     this.pending = undefined;
     this.scheduler.remove(this);
-    for (const entry of this.decoding.values()) entry.cancelled = true;
+    this.decoder.close();
     if (this.running) this.scheduler.cancel(this.running.jobId);
     if (this.follower) this.scheduler.cancel(this.follower.jobId);
   }
 }
 
-const round = (ms: number) => Math.round(ms * 100) / 100;
