@@ -166,6 +166,7 @@ export const SUITES = {
   hostile: 'hostile clients beside well-behaved sessions: length bombs, an image flood, big requests, idle and partial-message clients; baseline, attack and recovery for each (bench/hostile/)',
   overhead: 'server overhead: one session through the server against the in-process pipeline (bench/server-overhead.ts)',
   batching: 'step-level batching on and off: 1 to 64 closed-loop sessions per --max-batch value (bench/batching.ts)',
+  fastpath: 'the few-step fast path arm by arm (final decoder, one decode per image, stream batching, all together) on one camera stream (bench/fastpath.ts)',
   'hot-path': "the batch runner's host work around onnxruntime per iteration, and what it is made of (bench/hot-path.ts)",
   all: 'every load scenario, then http and idle, each against its own fresh local server',
 } as const;
