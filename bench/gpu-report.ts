@@ -1,10 +1,29 @@
 // Markdown for a GPU benchmark result (bench/gpu.ts): model-call times per batch beside PyTorch's,
-// the server's frames/s and time to first preview per session count, and our figures beside the
+// the server's frames/s and time to first image per session count with the fast path off and on,
+// and our figures beside the
 // published anchors, each with its device and provider. Every table says what the model is: the
 // random-weight stand-in, and at which scale, so a scaled smoke run is never read as SD-Turbo's.
 import type { Device } from '../server/config.js';
 import type { PipelineTimings } from './gpu-pipeline.js';
 import type { SessionRun } from './gpu-sessions.js';
+
+/** The few-step fast path in server flags: `off` is the path before it (VAE final frame, a preview
+ * of the last step too, no stream batching); `on` is all of it (docs/performance.md). */
+export const FAST_PATH_ARGS = {
+  off: ['--final-decoder', 'vae', '--last-preview'],
+  on: ['--final-decoder', 'preview', '--stream-batch'],
+} as const;
+export type FastPath = keyof typeof FAST_PATH_ARGS;
+
+export interface ServerArm {
+  warmupMs: number;
+  steps: number;
+  maxBatch: number;
+  /** Requests each session kept in flight: 1 closed loop, 2 running + pending. */
+  window: number;
+  fastPath: FastPath;
+  runs: SessionRun[];
+}
 
 export interface GpuBenchResult {
   kind: 'gpu';
@@ -15,7 +34,8 @@ export interface GpuBenchResult {
   /** gpu/standin's standin.json when the model is the stand-in (scale, dtype, parameter counts). */
   standin: Record<string, unknown> | null;
   pipeline: PipelineTimings | null;
-  server: { warmupMs: number; steps: number; maxBatch: number; runs: SessionRun[] } | null;
+  /** One entry per fast-path arm run (none with --skip-server). */
+  server: ServerArm[];
   torch: Record<string, unknown> | null;
 }
 
@@ -60,24 +80,23 @@ export function gpuMarkdown(r: GpuBenchResult): string {
     out.push('Medians in ms. "step" is the UNet call plus host-side dtype conversion, batching and the sampler update.');
     if (torch) out.push(`PyTorch columns: the same architecture in PyTorch ${torch.torch} (${torch.dtype}) on ${torch.gpu}, the ceiling.`);
     out.push('');
-    out.push('| batch | UNet run | step | per image | preview decode | VAE decode | images/s (step + preview + VAE) |' + (torch ? ' PyTorch UNet | PyTorch VAE decode | PyTorch TAESD |' : ''));
-    out.push('|---:|---:|---:|---:|---:|---:|---:|' + (torch ? '---:|---:|---:|' : ''));
+    out.push('| batch | UNet run | step | per image | preview decode | VAE decode | images/s (step + preview + VAE) | images/s, fast path (step + preview decoder as final) |' + (torch ? ' PyTorch UNet | PyTorch VAE decode | PyTorch TAESD |' : ''));
+    out.push('|---:|---:|---:|---:|---:|---:|---:|---:|' + (torch ? '---:|---:|---:|' : ''));
     for (const b of p.batches) {
       const key = String(b.batch);
       const t = torch ? ` ${ms(torch.unet?.[key]?.medianMs)} | ${ms(torch.vaeDecode?.[key]?.medianMs)} | ${ms(torch.previewDecode?.[key]?.medianMs)} |` : '';
       out.push(
         `| ${b.batch} | ${ms(b.unetRun.medianMs)} | ${ms(b.step.medianMs)} | ${ms(b.step.medianMs / b.batch)} | ${ms(b.previewDecode.medianMs)} | ` +
-          `${ms(b.vaeDecode.medianMs)} | ${b.imagesPerSecond} |${t}`,
+          `${ms(b.vaeDecode.medianMs)} | ${b.imagesPerSecond} | ${b.imagesPerSecondFast ?? 'n/a'} |${t}`,
       );
     }
     out.push('');
   }
 
-  if (r.server) {
-    const s = r.server;
-    out.push(`## Through the server (text-to-image, ${s.steps} step${s.steps > 1 ? 's' : ''}, previews on, --max-batch ${s.maxBatch})`, '');
-    out.push('Each session runs a closed loop: one request in flight, the next sent when its frame arrives. Latencies in ms.', '');
-    out.push('| sessions | frames/s | first preview p50 | first preview p90 | frame p50 | frame p90 | mean UNet batch | errors |');
+  for (const s of r.server) {
+    out.push(`## Through the server, fast path ${s.fastPath} (text-to-image, ${s.steps} step${s.steps > 1 ? 's' : ''}, previews on, --max-batch ${s.maxBatch})`, '');
+    out.push(`Server flags: \`${FAST_PATH_ARGS[s.fastPath].join(' ')}\`. Each session keeps ${s.window === 1 ? 'one request in flight, the next sent when its frame arrives' : 'two requests in flight (running + pending, as a streaming client does)'}. Latencies in ms; first image is the first preview, or the frame when there is none.`, '');
+    out.push('| sessions | frames/s | first image p50 | first image p90 | frame p50 | frame p90 | mean UNet batch | errors |');
     out.push('|---:|---:|---:|---:|---:|---:|---:|---|');
     for (const run of s.runs) {
       const errors = Object.entries(run.errors).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
@@ -85,6 +104,18 @@ export function gpuMarkdown(r: GpuBenchResult): string {
         `| ${run.sessions} | ${run.framesPerSecond} | ${ms(run.firstPreviewMs.medianMs)} | ${ms(run.firstPreviewMs.p90Ms)} | ` +
           `${ms(run.frameLatencyMs.medianMs)} | ${ms(run.frameLatencyMs.p90Ms)} | ${run.meanBatch} | ${errors} |`,
       );
+    }
+    out.push('');
+  }
+  const off = r.server.find((s) => s.fastPath === 'off');
+  const on = r.server.find((s) => s.fastPath === 'on');
+  if (off && on) {
+    out.push('## Fast path on against off', '');
+    out.push('| sessions | frames/s off | frames/s on | on / off | frame p50 off | frame p50 on |', '|---:|---:|---:|---:|---:|---:|');
+    for (const a of off.runs) {
+      const b = on.runs.find((x) => x.sessions === a.sessions);
+      if (!b) continue;
+      out.push(`| ${a.sessions} | ${a.framesPerSecond} | ${b.framesPerSecond} | ${(b.framesPerSecond / a.framesPerSecond).toFixed(2)} | ${ms(a.frameLatencyMs.medianMs)} | ${ms(b.frameLatencyMs.medianMs)} |`);
     }
     out.push('');
   }
@@ -96,8 +127,12 @@ export function gpuMarkdown(r: GpuBenchResult): string {
   const ours = r.standin && Number(r.standin.scale) !== 1 ? ' (scaled stand-in: not comparable)' : '';
   const b1 = r.pipeline?.batches.find((b) => b.batch === 1);
   if (b1) out.push(`| this project, in process: batch 1, 1 step, TAESD preview + full VAE${ours} | ${gpu} | onnxruntime-node ${r.device} | ${b1.imagesPerSecond} images/s |`);
-  for (const run of r.server?.runs ?? []) {
-    out.push(`| this server: ${run.sessions} session${run.sessions > 1 ? 's' : ''}, txt2img, ${r.server!.steps} step, TAESD previews + full VAE${ours} | ${gpu} | onnxruntime-node ${r.device} | ${run.framesPerSecond} frames/s |`);
+  if (b1) out.push(`| this project, in process: batch 1, 1 step, fast path (TAESD-size final decode)${ours} | ${gpu} | onnxruntime-node ${r.device} | ${b1.imagesPerSecondFast} images/s |`);
+  for (const s of r.server) {
+    const what = s.fastPath === 'on' ? 'fast path: TAESD-size final decode, stream batching' : 'TAESD previews + full VAE';
+    for (const run of s.runs) {
+      out.push(`| this server: ${run.sessions} session${run.sessions > 1 ? 's' : ''}, txt2img, ${s.steps} step, ${what}${ours} | ${gpu} | onnxruntime-node ${r.device} | ${run.framesPerSecond} frames/s |`);
+    }
   }
   const t1 = torch?.unet?.['1']?.medianMs;
   if (t1) out.push(`| PyTorch ceiling: UNet alone, batch 1${ours} | ${torch?.gpu} | PyTorch ${torch?.torch} | ${(1000 / t1).toFixed(1)} UNet calls/s |`);

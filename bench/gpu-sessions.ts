@@ -1,7 +1,9 @@
 // Through-the-server part of the GPU benchmark (bench/gpu.ts): starts the real server
 // (dist/server/main.js) on loopback with the chosen device, then for each session count opens that
-// many WebSockets, each running a closed loop (send `generate`, wait for its frame, send the next),
-// and measures frames/s and time to first preview over a fixed window after a warm-up window.
+// many WebSockets, each running a closed loop (`window` requests in flight: 1 = send the next when
+// the frame arrives; 2 = running + pending kept full, as a streaming client does), and measures
+// frames/s and time to first image (first preview, or the frame of a 1-step request, which has no
+// preview) over a fixed window after a warm-up window.
 // Self-contained (its own spawn and client) so it runs from the packed GPU bundle as it is.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -36,6 +38,10 @@ export interface ServerBenchOptions {
   maxBatch: number;
   sessions: number[];
   steps: number;
+  /** Requests each session keeps in flight (default 1). */
+  window?: number;
+  /** Extra server flags (the fast path's, for one arm of the comparison). */
+  serverArgs?: readonly string[];
   size?: number;
   warmS: number;
   durationS: number;
@@ -59,6 +65,7 @@ async function startServer(options: ServerBenchOptions, maxSessions: number): Pr
     '--max-sessions', String(maxSessions), '--max-sessions-per-key', String(maxSessions),
     // The bench's own closed loops must never be refused: these limits are not what it measures.
     '--rate-limit', '10000', '--max-steps', String(Math.max(8, options.steps)),
+    ...(options.serverArgs ?? []),
   ];
   const proc = spawn(process.execPath, args, { env: { ...process.env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
@@ -103,7 +110,7 @@ async function startServer(options: ServerBenchOptions, maxSessions: number): Pr
   };
 }
 
-/** One closed-loop session: a request in flight at all times while `running`. */
+/** One closed-loop session: `window` requests in flight at all times while `running`. */
 class LoopSession {
   private seq = 0;
   private sentAt = new Map<number, number>();
@@ -121,10 +128,14 @@ class LoopSession {
     ws.on('message', (data: Buffer) => this.onMessage(decodeMessage(new Uint8Array(data)) as ServerMessage));
   }
 
-  send(): void {
+  start(): void {
+    this.idle = new Promise((resolve) => (this.settleIdle = resolve));
+    for (let i = 0; i < (this.options.window ?? 1); i++) this.send();
+  }
+
+  private send(): void {
     const id = this.index * 1_000_000 + this.seq++;
     this.sentAt.set(id, performance.now());
-    this.idle = new Promise((resolve) => (this.settleIdle = resolve));
     const size = this.options.size;
     this.ws.send(
       encodeMessage({
@@ -145,13 +156,16 @@ class LoopSession {
       this.record('preview', now - sent);
       return;
     }
-    if (message.type === 'frame' || message.type === 'error') {
-      if (message.type === 'frame') this.record('frame', now - sent, message.timings.batchSizes);
-      else this.record('error', now - sent, message.code);
+    if (message.type === 'frame' || message.type === 'error' || message.type === 'superseded') {
+      if (message.type === 'frame') {
+        // A request's last step has no preview: a 1-step request's first image is its frame.
+        if (!this.previewed.has(id!)) this.record('preview', now - sent);
+        this.record('frame', now - sent, message.timings.batchSizes);
+      } else this.record('error', now - sent, message.type === 'error' ? message.code : 'superseded');
       this.sentAt.delete(id!);
       this.previewed.delete(id!);
-      this.settleIdle();
       if (this.running) this.send();
+      else if (this.sentAt.size === 0) this.settleIdle();
     }
   }
 }
@@ -179,7 +193,7 @@ async function runSessions(port: number, count: number, options: ServerBenchOpti
     }),
   );
   const loops = sockets.map((ws, i) => new LoopSession(ws, i, options, record));
-  loops.forEach((loop) => loop.send());
+  loops.forEach((loop) => loop.start());
   await sleep(options.warmS * 1000);
   measuring = true;
   const start = performance.now();
@@ -208,6 +222,7 @@ async function runSessions(port: number, count: number, options: ServerBenchOpti
 export async function benchServer(options: ServerBenchOptions): Promise<{ warmupMs: number; runs: SessionRun[] }> {
   const log = options.log ?? (() => {});
   const server = await startServer(options, Math.max(...options.sessions) + 16);
+  if (options.serverArgs?.length) log(`server flags: ${options.serverArgs.join(' ')}`);
   log(`server ready on port ${server.port} (${options.device}), warm-up ${server.warmupMs} ms`);
   const runs: SessionRun[] = [];
   try {

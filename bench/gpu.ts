@@ -1,12 +1,13 @@
 // GPU benchmark of the SD-Turbo-scale stand-in (gpu/standin) or any model folder, on one execution
 // provider: UNet step time at each batch size, preview and VAE decode times (in process, through
-// the pipeline's batched primitives), then frames/s and time to first preview through the real
-// server with 1, 8 and 32 sessions. Writes JSON and a markdown table (with a PyTorch ceiling and
-// the published anchors beside ours when given). gpu/measure.sh runs it on GPU hosts; on a CPU it
-// runs the same way, small, as a smoke test.
+// the pipeline's batched primitives), then frames/s and time to first image through the real
+// server with 1, 8 and 32 sessions, with the few-step fast path off and on (--fast-path). Writes
+// JSON and a markdown table (with a PyTorch ceiling and the published anchors beside ours when
+// given). gpu/measure.sh runs it on GPU hosts; on a CPU it runs the same way, small, as a smoke test.
 //
 //   node dist/bench/gpu.js --model DIR --device webgpu [--batches 1,4,8] [--sessions 1,8,32]
 //        [--steps 1] [--duration 20] [--warm 5] [--iters 10] [--size 512] [--max-batch 8]
+//        [--fast-path off|on|both] [--window 1|2]
 //        [--torch-json FILE] [--gpu-name NAME] [--out DIR] [--skip-server] [--skip-pipeline]
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -18,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { DEVICES, type Device } from '../server/config.js';
 import { benchPipeline } from './gpu-pipeline.js';
 import { benchServer } from './gpu-sessions.js';
-import { gpuMarkdown, type GpuBenchResult } from './gpu-report.js';
+import { FAST_PATH_ARGS, gpuMarkdown, type FastPath, type GpuBenchResult } from './gpu-report.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -35,6 +36,8 @@ const { values: args } = parseArgs({
     warm: { type: 'string', default: '5' },
     duration: { type: 'string', default: '20' },
     'max-batch': { type: 'string', default: '8' },
+    'fast-path': { type: 'string', default: 'both' },
+    window: { type: 'string', default: '1' },
     'ready-timeout': { type: 'string', default: '900' },
     'torch-json': { type: 'string' },
     'gpu-name': { type: 'string' },
@@ -75,22 +78,29 @@ async function main(): Promise<void> {
     : await benchPipeline({ ...common, batches: list(args.batches!, 'batches'), iters: int('iters'), warmup: int('warmup'), log });
   const steps = int('steps');
   const maxBatch = int('max-batch');
-  const server = args['skip-server']
-    ? null
-    : {
-        ...(await benchServer({
-          ...common,
-          maxBatch,
-          sessions: list(args.sessions!, 'sessions'),
-          steps,
-          warmS: int('warm'),
-          durationS: int('duration'),
-          readyTimeoutMs: int('ready-timeout') * 1000,
-          log,
-        })),
-        steps,
+  const window = int('window');
+  if (window !== 1 && window !== 2) fail('--window is 1 (closed loop) or 2 (running + pending, a streaming client)');
+  const arms: FastPath[] = args['fast-path'] === 'both' ? ['off', 'on'] : [args['fast-path'] as FastPath];
+  if (!arms.every((a) => a === 'off' || a === 'on')) fail('--fast-path must be off, on or both');
+  const server: GpuBenchResult['server'] = [];
+  if (!args['skip-server']) {
+    for (const fastPath of arms) {
+      log(`fast path ${fastPath}: ${FAST_PATH_ARGS[fastPath].join(' ')}`);
+      const run = await benchServer({
+        ...common,
         maxBatch,
-      };
+        sessions: list(args.sessions!, 'sessions'),
+        steps,
+        window,
+        serverArgs: FAST_PATH_ARGS[fastPath],
+        warmS: int('warm'),
+        durationS: int('duration'),
+        readyTimeoutMs: int('ready-timeout') * 1000,
+        log,
+      });
+      server.push({ ...run, steps, maxBatch, window, fastPath });
+    }
+  }
 
   const ortVersion = (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
   const result: GpuBenchResult = {

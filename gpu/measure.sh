@@ -9,13 +9,15 @@
 #   4. generate the full-size SD-Turbo stand-in (random weights, fp16) with the host's python;
 #   5. time the same UNet and decoders in PyTorch (the ceiling);
 #   6. run bench/gpu.js: UNet step at batch 1/4/8, preview and VAE decode, then frames/s and time
-#      to first preview through the server with 1, 8 and 32 sessions.
+#      to first image through the server with 1, 8 and 32 streaming sessions (running + pending
+#      kept full), once with the few-step fast path off (VAE final frame, last-step preview, no
+#      stream batching) and once on (preview-decoder final frame, one decode, stream batching).
 #
 #   tar -xJf realtime-diffusion-gpu-bundle.tar.xz && bash rtd-gpu-bundle/gpu/measure.sh [RESULTS_DIR]
 # Environment: DEVICE (default webgpu; cuda/tensorrt need the CUDA provider, absent from the bundle),
 # PYTHON (default python3), WORK (stand-in folder parent, default rtd-gpu-bundle/work: ~2 GB),
 # STANDIN_ARGS (default --fp16), CEILING_ARGS (extra torch_ceiling.py flags), BENCH_ARGS (extra
-# bench/gpu.js flags, e.g. "--duration 10"; later flags win). A CPU smoke run, from the unpacked bundle:
+# bench/gpu.js flags, e.g. "--duration 10" or "--fast-path off"; later flags win). A CPU smoke run, from the unpacked bundle:
 #   DEVICE=cpu PYTHON=/usr/bin/python3 STANDIN_ARGS="--scale 16 --sample-size 16 --fp16" \
 #   CEILING_ARGS="--scale 16 --size 128 --batches 1 --iters 2" BENCH_ARGS="--batches 1 --sessions 1 --duration 3" bash rtd-gpu-bundle/gpu/measure.sh
 set -euo pipefail
@@ -85,10 +87,10 @@ step "5. PyTorch ceiling (same UNet and decoders, fp16, CUDA)"
 # shellcheck disable=SC2086
 "$PY" "$ROOT/gpu/torch_ceiling.py" --out "$OUT/torch.json" --batches 1,4,8 --size 512 ${CEILING_ARGS:-}
 
-step "6. onnxruntime-node on $DEVICE: model calls, then the server with 1, 8 and 32 sessions"
+step "6. onnxruntime-node on $DEVICE: model calls, then the server with 1, 8 and 32 sessions, fast path off and on"
 # shellcheck disable=SC2086
 "$NODE" "$ROOT/dist/bench/gpu.js" --model "$STANDIN" --device "$DEVICE" --batches 1,4,8 --sessions 1,8,32 --steps 1 \
-  --max-batch 8 --torch-json "$OUT/torch.json" --gpu-name "$GPU_NAME" --out "$OUT" ${BENCH_ARGS:-}
+  --max-batch 8 --fast-path both --window 2 --torch-json "$OUT/torch.json" --gpu-name "$GPU_NAME" --out "$OUT" ${BENCH_ARGS:-}
 
 step "done: $OUT"
 ls -la "$OUT"
