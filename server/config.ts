@@ -138,8 +138,9 @@ export const USAGE = `Usage: npm start -- [options]
                        env FINAL_DECODER)
   --last-preview       also preview each request's last step (off: the frame is that step's image, and a
                        1-step request costs one decode instead of two)
-  --stream-batch       start a session's next request while its previous one runs its last steps, one
-                       UNet call advancing both (off by default: see docs/performance.md; env STREAM_BATCH)
+  --stream-batch       start a session's next request beside its running one once that one is stepping,
+                       one UNet call advancing both; at most one extra per session (off by default: on a
+                       CPU it costs latency, docs/performance.md; env STREAM_BATCH)
   --max-sessions N     open sessions at most; more get HTTP 503 (default 256)
   --rate-limit N       generate messages per second per session, burst N (default 60)
   --skip-threshold D   skip image-to-image frames differing from the last by less than D (0-255 mean; 0 = off; default 1.5)

@@ -3,6 +3,7 @@
 // the server keeps the old behaviour with --last-preview. A fake pipeline counts the decoder calls.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { loadConfig } from '../server/config.js';
 import { BatchRunner, type RunnerOptions } from '../server/engine/batch-runner.js';
 import type { JobSpec } from '../server/engine/messages.js';
 import type { GenerationState } from '../server/pipeline/generation.js';
@@ -61,6 +62,11 @@ test('a 3-step request previews steps 1 and 2; its last step is the frame', asyn
 test('in a batch, only requests with steps left are previewed, and only those that want previews', async () => {
   const { calls } = await run([job(1, 1), job(2, 2), job(3, 2, false)]);
   assert.deepEqual(calls, ['previews 2@1', 'decode 1', 'decode 2,3']);
+});
+
+test('--last-preview is off unless asked for', () => {
+  assert.equal(loadConfig([], {}).lastPreview, false);
+  assert.equal(loadConfig(['--last-preview'], {}).lastPreview, true);
 });
 
 test('--last-preview brings back the preview of the last step (two decodes for a 1-step request)', async () => {

@@ -21,6 +21,13 @@ import { RealtimeSession } from '../server/realtime/session.js';
 const image = { rgb: new Uint8Array(8 * 8 * 3).fill(100), width: 8, height: 8 };
 const timings = { textEncoder: 0, vaeEncoder: 0, steps: [], previews: 0, decode: 0, batchSizes: [], decoder: 'vae' as const, decodes: 1 };
 
+test('--stream-batch is off unless asked for, by flag or STREAM_BATCH', () => {
+  assert.equal(loadConfig([], {}).streamBatch, false);
+  assert.equal(loadConfig(['--stream-batch'], {}).streamBatch, true);
+  assert.equal(loadConfig([], { STREAM_BATCH: '1' }).streamBatch, true);
+  assert.equal(loadConfig([], { STREAM_BATCH: '0' }).streamBatch, false);
+});
+
 describe('the batch runner with a follower', () => {
   /** Runs jobs through a runner whose pipeline records calls; `later` jobs are added once the first step ran. */
   async function run(first: JobSpec[], later: JobSpec[], cancelAfterFirstStep: number[] = []) {
@@ -120,8 +127,12 @@ describe('a session with stream batching', () => {
     const byId = new Map<number, (typeof runs)[number]>();
     const sync = (order: number[]) => runs.forEach((run, i) => byId.set(order[i], run));
     const job = (id: number) => byId.get(id)!;
-    const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
     const finals = () => replies.filter((m) => m.type !== 'hello' && m.type !== 'preview').map((m) => `${m.type} ${'id' in m ? m.id : ''}`);
+    /** Frames are encoded on libvips threads: wait until `count` final replies are out (or 10 s). */
+    const settle = async (count: number) => {
+      for (const deadline = Date.now() + 10_000; finals().length < count && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 20));
+    };
     return { runs, cancels, send, job, sync, settle, finals, session };
   }
 
@@ -146,7 +157,7 @@ describe('a session with stream batching', () => {
     s.job(2).listener.onDone(image, timings);
     s.job(4).listener.onStarted();
     s.job(4).listener.onDone(image, timings);
-    await s.settle();
+    await s.settle(4);
     assert.deepEqual(s.finals(), ['superseded 3', 'frame 1', 'frame 2', 'frame 4']);
     assert.equal(s.session.openRequests, 0);
   });
@@ -163,7 +174,7 @@ describe('a session with stream batching', () => {
     s.sync([1, 2]);
     assert.equal(s.job(2).job.after, undefined);
     s.job(2).listener.onDone(image, timings);
-    await s.settle();
+    await s.settle(2);
     assert.deepEqual(s.finals(), ['frame 1', 'frame 2']);
   });
 
@@ -184,7 +195,7 @@ describe('a session with stream batching', () => {
     // What the jobs still report after the drain answered them is dropped.
     s.job(1).listener.onDone(image, timings);
     s.job(3).listener.onCancelled();
-    await s.settle();
+    await s.settle(3);
     assert.deepEqual(s.finals(), ['cancelled 2', 'error 1', 'error 3']);
     assert.equal(s.session.openRequests, 0);
   });
