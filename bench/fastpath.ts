@@ -14,6 +14,7 @@
 //   node dist/bench/fastpath.js [--model DIR] [--steps-run 1,2] [--rate 120] [--duration 5] [--warm 1]
 //        [--rounds 3] [--size N] [--max-size 512] [--arms today,...] [--threads 2] [--out DIR]
 import { mkdir, writeFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -151,6 +152,8 @@ async function main(): Promise<void> {
     const img2img = model.img2img;
     const inputs = await prepareInputs(img2img ? 'camera' : 'prompt', size);
     const stepsRun = args['steps-run']!.split(',').map(Number);
+    // Other processes on a shared machine: their load is part of what the figures mean.
+    const loadBefore = loadavg()[0];
     console.error(`${model.name}, ${size}x${size}, ${img2img ? 'image-to-image camera stream (strength 0.5)' : 'text-to-image stream (changing prompt)'}, ${args.rate} inputs/s offered, previews on`);
     for (let round = 0; round < Number(args.rounds); round++) {
       for (const n of stepsRun) {
@@ -167,13 +170,15 @@ async function main(): Promise<void> {
     }
     const report = summarise(results, arms);
     printTables(report, `${model.name}, ${size}x${size}, ${img2img ? 'camera image-to-image' : 'text-to-image'}`);
+    console.log(`\nload average (1 min) at the start ${loadBefore.toFixed(1)}, at the end ${loadavg()[0].toFixed(1)} (${machineInfo().cores} cores)`);
     const out = {
       bench: 'fastpath',
       date: new Date().toISOString(),
-      machine: machineInfo(),
+      machine: { ...machineInfo(), loadAverage1m: { start: loadBefore, end: loadavg()[0] } },
       config: { model: model.name, size, img2img, rate: Number(args.rate), durationS: Number(args.duration), rounds: Number(args.rounds), stepsRun, arms: Object.fromEntries(arms.map((a) => [a, ARMS[a]])) },
       summary: report,
-      windows: results,
+      // Per window, not per frame: enough to see each round's spread.
+      windows: Object.fromEntries(Object.entries(results).map(([n, byArm]) => [n, Object.fromEntries(Object.entries(byArm).map(([arm, ws]) => [arm, ws.map(compact)]))])),
     };
     await mkdir(args.out!, { recursive: true });
     const file = path.join(args.out!, `fastpath-${out.date.replace(/[:.]/g, '-')}.json`);
@@ -182,6 +187,11 @@ async function main(): Promise<void> {
   } finally {
     await Promise.all([...servers.values()].map((s) => s.stop()));
   }
+}
+
+function compact(w: Window) {
+  const r = (x: number) => Math.round(x * 10) / 10;
+  return { framesPerSecond: r(w.frames / w.seconds), p50: r(median(w.latencies)), p99: r(percentile(w.latencies, 99)), frames: w.frames, superseded: w.superseded, errors: w.errors };
 }
 
 interface Summary {

@@ -230,7 +230,7 @@ export async function benchServer(options: ServerBenchOptions): Promise<{ warmup
       const run = await runSessions(server.port, count, options);
       runs.push(run);
       log(
-        `${count} sessions: ${run.framesPerSecond} frames/s, first preview p50 ${run.firstPreviewMs.medianMs} ms, ` +
+        `${count} sessions: ${run.framesPerSecond} frames/s, first image p50 ${run.firstPreviewMs.medianMs} ms, ` +
           `frame p50 ${run.frameLatencyMs.medianMs} ms, mean UNet batch ${run.meanBatch}`,
       );
     }

@@ -9,6 +9,7 @@
 //   node dist/bench/hot-path.js [--model DIR] [--size N] [--steps 2] [--batch 1,4] [--requests 100]
 //        [--final-decoder vae|preview] [--threads 2] [--out DIR]
 import { mkdir, writeFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -164,7 +165,7 @@ async function main(): Promise<void> {
   const report = {
     bench: 'hot-path',
     date: new Date().toISOString(),
-    machine: machineInfo(),
+    machine: { ...machineInfo(), loadAverage1m: loadavg()[0] },
     config: { model: pipeline.info.name, dtype: pipeline.info.dtype, size, steps, finalDecoder: args['final-decoder'], requests: Number(args.requests) },
     rows,
     operationsMicroseconds: ops,
