@@ -162,10 +162,12 @@ mount -t proc proc "$ROOT/proc"
 mount -t sysfs -o ro sysfs "$ROOT/sys" # onnxruntime and libvips read the CPU topology there
 
 CHROOT="$(command -v chroot)" # env -i below sets the root's PATH, which may not find the host's chroot
+# Each step is bounded (a step that hangs must not eat CI's 90 minutes); normal runs take seconds.
+STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
 inside() {
   local major="$1"
   shift
-  env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI="${CI:-}" PATH="/opt/node-$major/bin:/usr/local/bin:/usr/bin:/bin" \
+  timeout -k 10 "$STEP_TIMEOUT" env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI="${CI:-}" PATH="/opt/node-$major/bin:/usr/local/bin:/usr/bin:/bin" \
     ${HOST_CA:+NODE_EXTRA_CA_CERTS=/etc/ssl/host-ca.crt npm_config_cafile=/etc/ssl/host-ca.crt} \
     ${NPM_PROXY:+npm_config_https_proxy="$NPM_PROXY"} ${NPM_REGISTRY:+npm_config_registry="$NPM_REGISTRY"} \
     ${HTTPS_PROXY:+HTTPS_PROXY="$HTTPS_PROXY"} ${HTTP_PROXY:+HTTP_PROXY="$HTTP_PROXY"} ${NO_PROXY:+NO_PROXY="$NO_PROXY"} \
