@@ -1,7 +1,7 @@
 // The /v1/realtime WebSocket route: wires uWebSockets.js callbacks to one RealtimeSession per
 // socket. Every uWS limit is set explicitly here; the two uWS has no setting for (message deadline,
 // session idle) are enforced by liveness.ts.
-import uWS, { type TemplatedApp, type WebSocket } from 'uWebSockets.js';
+import uWS, { type TemplatedApp, type WebSocket } from '../transport/uws.js';
 import { CloseCode, REALTIME_PATH } from '../../shared/protocol.js';
 import type { ServerConfig } from '../config.js';
 import type { Logger } from '../logger.js';
