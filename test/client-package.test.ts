@@ -18,7 +18,12 @@ import ts from 'typescript';
 import { chromiumMissing, launchChromium } from './helpers/chromium.js';
 import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
 
-const run = promisify(execFile);
+const exec = promisify(execFile);
+// Under `npm test` the parent npm exports its project root as npm_config_local_prefix; the nested
+// npm commands must work on client/ and the empty project, never on this repository.
+const { npm_config_local_prefix: _, ...childEnv } = process.env;
+const run = (file: string, args: string[], options: { cwd: string; timeout?: number }) =>
+  exec(file, args, { ...options, env: childEnv });
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const TSC = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
 const NAME = '@realtime-diffusion/client';
