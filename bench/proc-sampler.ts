@@ -46,15 +46,38 @@ function statCpuSeconds(file: string): number {
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond();
 }
 
-/** One reading, or undefined once the process is gone. */
+function rssKBOf(pid: number): number {
+  const rss = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return rss ? Number(rss[1]) : 0;
+}
+
+/** The server's direct children: its inference process. */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** One reading, or undefined once the process is gone. RSS and CPU include the process's children
+ * (the server forks its inference process), so figures stay comparable with the time inference
+ * ran in a thread of the server. */
 export function readProc(pid: number): ProcSample | undefined {
   try {
-    const cpuSeconds = statCpuSeconds(`/proc/${pid}/stat`);
+    let cpuSeconds = statCpuSeconds(`/proc/${pid}/stat`);
     // The main thread's id is the process id.
     const mainThreadCpuSeconds = statCpuSeconds(`/proc/${pid}/task/${pid}/stat`);
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const rss = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
-    return { at: epochNow(), cpuSeconds, mainThreadCpuSeconds, rssKB: rss ? Number(rss[1]) : 0 };
+    let rssKB = rssKBOf(pid);
+    for (const child of childrenOf(pid)) {
+      try {
+        cpuSeconds += statCpuSeconds(`/proc/${child}/stat`);
+        rssKB += rssKBOf(child);
+      } catch {
+        // exited between the listing and the read
+      }
+    }
+    return { at: epochNow(), cpuSeconds, mainThreadCpuSeconds, rssKB };
   } catch {
     return undefined;
   }

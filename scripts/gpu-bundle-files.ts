@@ -12,7 +12,10 @@ import { fileURLToPath } from 'node:url';
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const MODULES = path.join(REPO, 'node_modules');
 
-/** What dist/server and dist/bench/gpu.js import at run time (ws: the bench's client). */
+/** What dist/server and dist/bench/gpu.js import at run time (ws: the bench's client). The bundle's
+ * Node 20 loads the trufflesuite uWebSockets.js build (ABI 115, glibc >= 2.34); the btc-vision build
+ * (glibc >= 2.38) is left out to stay under the size limit, and server/transport/uws.ts skips it as
+ * not installed. */
 const ROOTS = ['jose', 'msgpackr', 'onnxruntime-node', 'pino', 'pino-pretty', 'prom-client', 'sharp', 'uWebSockets.js', 'ws'];
 /** Dependencies never loaded at run time: onnxruntime-node's download-on-install helpers, and the
  * modules of uWebSockets.js's pure-JS fallback (used only with UWS_USE_FALLBACK or a missing binary). */

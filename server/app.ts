@@ -1,6 +1,6 @@
 // Assembles the server: the realtime hub (engine, scheduler, sessions), HTTP routes and the socket
 // route on one uWebSockets.js app.
-import uWS from 'uWebSockets.js';
+import uWS, { type us_listen_socket, uwsBuild } from './transport/uws.js';
 import type { ServerConfig } from './config.js';
 import { registerRoutes } from './http/routes.js';
 import { registerTokenRoute } from './http/tokens-route.js';
@@ -28,7 +28,7 @@ export async function startServer(config: ServerConfig, logger: Logger, hooks: H
   registerTokenRoute(app, hub.authenticator);
   registerRoutes(app, hub);
 
-  const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
+  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
     app.listen(config.host, config.port, (socket) => {
       if (socket) resolve(socket);
       else reject(new Error(`cannot listen on ${config.host}:${config.port} (in use or not permitted)`));
@@ -36,7 +36,7 @@ export async function startServer(config: ServerConfig, logger: Logger, hooks: H
   });
   const port = uWS.us_socket_local_port(listenSocket);
   const scheme = config.tls ? 'wss' : 'ws';
-  logger.info({ host: config.host, port, url: `${scheme}://${config.host}:${port}/v1/realtime`, auth: hub.authenticator.required }, 'listening');
+  logger.info({ host: config.host, port, url: `${scheme}://${config.host}:${port}/v1/realtime`, auth: hub.authenticator.required, uws: `${uwsBuild.name} ${uwsBuild.version}` }, 'listening');
   if (!hub.authenticator.required) {
     logger.warn(
       { host: config.host, insecure: config.security.insecure },

@@ -102,10 +102,15 @@ describe('limits on what a connection may hold', { concurrency: true }, () => {
     const trickle = setInterval(() => socket.write(Buffer.from([0x42])), 1000);
     socket.on('error', () => {});
     const timeout = setTimeout(() => socket.destroy(), 15_000);
+    // The server must let go of the connection itself (and so of the 4 MB it was buffering): a
+    // client stuck mid-message cannot answer the close frame.
+    const tcpClosed = new Promise<number>((resolve) => socket.once('end', () => resolve(performance.now())));
     await closeFrame;
+    const endedAt = await Promise.race([tcpClosed, new Promise<number>((resolve) => setTimeout(() => resolve(Infinity), 3000))]);
     clearTimeout(timeout);
     clearInterval(trickle);
     socket.destroy();
+    assert.ok(Number.isFinite(endedAt), 'the server closed the TCP connection after its close frame');
     const elapsed = (performance.now() - started) / 1000;
 
     const close = frames.find((f) => f.opcode === 0x8);

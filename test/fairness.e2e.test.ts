@@ -16,6 +16,10 @@ const BIG = { prompt: 'a blue square', steps: 8, width: 1024, height: 1024 };
  * processes taking up to 5 cores' worth of load), well below the p50 2.0 s and p99 4.7 s before. */
 const SMALL_P50_LIMIT_MS = 1000;
 const SMALL_P99_LIMIT_MS = 3000;
+/** On a machine so loaded that even these are missed, the same run's big frames are the yardstick:
+ * before, small requests waited as long as big ones (ratio ~1); with fair shares, p50 0.08-0.2. */
+const SMALL_P50_PER_BIG_P50 = 0.25;
+const SMALL_P99_PER_BIG_P50 = 0.6;
 
 const percentile = (values: readonly number[], p: number) => {
   const sorted = [...values].sort((a, b) => a - b);
@@ -92,9 +96,12 @@ describe('fair shares by cost (max batch 4, default model)', () => {
     t.diagnostic(`big frames per session: ${bigFrames.join(', ')}; big frame latency ${bigSizes.length ? stats(bigSizes) : 'none'}`);
 
     assert.ok(beside.length >= 10, `small sessions got ${beside.length} frames`);
-    const limits = `limits p50 ${SMALL_P50_LIMIT_MS} / p99 ${SMALL_P99_LIMIT_MS} ms`;
-    assert.ok(percentile(beside, 50) < SMALL_P50_LIMIT_MS, `small requests beside big ones: ${stats(beside)}, ${limits} (alone: ${stats(alone)})`);
-    assert.ok(percentile(beside, 99) < SMALL_P99_LIMIT_MS, `small requests beside big ones: ${stats(beside)}, ${limits} (alone: ${stats(alone)})`);
+    const bigP50 = bigSizes.length ? percentile(bigSizes, 50) : 0;
+    const p50Limit = Math.max(SMALL_P50_LIMIT_MS, SMALL_P50_PER_BIG_P50 * bigP50);
+    const p99Limit = Math.max(SMALL_P99_LIMIT_MS, SMALL_P99_PER_BIG_P50 * bigP50);
+    const limits = `limits p50 ${p50Limit.toFixed(0)} / p99 ${p99Limit.toFixed(0)} ms (big frame p50 ${bigP50.toFixed(0)} ms)`;
+    assert.ok(percentile(beside, 50) < p50Limit, `small requests beside big ones: ${stats(beside)}, ${limits} (alone: ${stats(alone)})`);
+    assert.ok(percentile(beside, 99) < p99Limit, `small requests beside big ones: ${stats(beside)}, ${limits} (alone: ${stats(alone)})`);
     assert.ok(Math.min(...bigFrames) >= 1, `every big session progresses: ${bigFrames.join(', ')} frames`);
     await Promise.all([...small, ...big].map(({ client }) => client.close()));
   });

@@ -8,7 +8,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import uWS from 'uWebSockets.js';
+import uWS, { type us_listen_socket } from '../server/transport/uws.js';
 import { DEFAULT_WEB_ROOT, loadStaticFiles, registerStatic, resolveStaticPath } from '../server/http/static.js';
 
 const SECRET = 'top-secret-do-not-serve';
@@ -53,7 +53,7 @@ async function listen(root: string) {
   app.any('/*', (res) => {
     res.writeStatus('404 Not Found').end('fallback 404');
   });
-  const socket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
+  const socket = await new Promise<us_listen_socket>((resolve, reject) =>
     app.listen('127.0.0.1', 0, (s) => (s ? resolve(s) : reject(new Error('listen failed')))),
   );
   return { port: uWS.us_socket_local_port(socket), close: () => uWS.us_listen_socket_close(socket) };

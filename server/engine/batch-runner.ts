@@ -24,6 +24,10 @@ export interface RunnerEvents {
   failed(jobId: number, message: string, invalidInput: boolean): void;
   /** One UNet call: its batch size and duration (for metrics). */
   unetCall(batchSize: number, ms: number): void;
+  /** Resolves once what the events above sent has left the process. A busy process moves a pipe's
+   * worth (64 KB) of a queued message per event-loop turn, so without this wait a full-size preview
+   * reaches the server only after several more steps, and a cancel comes too late to stop anything. */
+  flushed?(): Promise<void>;
 }
 
 export interface RunnerOptions {
@@ -72,6 +76,7 @@ export class BatchRunner {
       while (this.waiting.length > 0 || this.active.length > 0) {
         // Lets cancels and new jobs posted by the main thread arrive between steps.
         await yieldToEvents();
+        await this.events.flushed?.();
         this.iteration++;
         this.dropCancelled();
         await this.admit();

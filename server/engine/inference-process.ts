@@ -10,9 +10,27 @@ import type { FromWorker, LoadOptions, ToWorker } from './messages.js';
 if (!process.send) throw new Error('engine/inference-process.js must be started by the server (it needs an IPC channel)');
 const send = process.send.bind(process);
 
+let unsent = 0;
+let onFlushed: (() => void) | undefined;
+
 function post(message: FromWorker): void {
   // The server may be gone (it exits without waiting for us); nothing is left to tell.
-  if (process.connected) send(message);
+  if (!process.connected) return;
+  unsent++;
+  send(message, undefined, {}, () => {
+    if (--unsent === 0) onFlushed?.();
+  });
+}
+
+/** Every posted message written to the channel (or failed with it). */
+function flushed(): Promise<void> {
+  if (unsent === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    onFlushed = () => {
+      onFlushed = undefined;
+      resolve();
+    };
+  });
 }
 
 // The server decides when this process stops: a terminal's Ctrl-C reaches the whole process group,
@@ -40,6 +58,7 @@ async function load(options: LoadOptions): Promise<void> {
       cancelled: (jobId) => post({ kind: 'cancelled', jobId }),
       failed: (jobId, message, invalidInput) => post({ kind: 'failed', jobId, message, invalidInput }),
       unetCall: (batchSize, ms) => post({ kind: 'unet-call', batchSize, ms }),
+      flushed,
     }, warm.maxBatch, { lastPreview: options.lastPreview });
     post({ kind: 'ready', info: warm.info, warmupMs: warm.ms, maxBatch: warm.maxBatch, warmed: warm.shapes, warnings: warm.warnings });
   } catch (err) {

@@ -96,7 +96,12 @@ export async function warmUp(pipeline: DiffusionPipeline, options: LoadOptions):
     const multiple = Math.max(options.sizes.multiple, base.sizeMultiple);
     const smallest = Math.ceil(options.sizes.min / multiple) * multiple;
     const largest = Math.floor(options.sizes.max / multiple) * multiple;
-    const extremes: [number, number][] = [[smallest, smallest], [largest, largest], [largest, smallest]];
+    // The smallest size and a non-square one prove the graphs take other shapes; the largest ones
+    // matter on GPUs (memory, kernel selection, engine profiles) and would cost a CPU seconds to
+    // minutes with a full-size model, for nothing a first request would not pay anyway.
+    const extremes: [number, number][] = options.device === 'cpu'
+      ? [[smallest, smallest], [Math.min(largest, smallest * 2), smallest]]
+      : [[smallest, smallest], [largest, largest], [largest, smallest]];
     for (const [width, height] of extremes) {
       if (width === info.width && height === info.height) continue;
       try {

@@ -1,5 +1,5 @@
 // Plain HTTP endpoints. All but /metrics answer synchronously from memory, so they need no onAborted handling.
-import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import type { HttpResponse, TemplatedApp } from '../transport/uws.js';
 import { PROTOCOL_VERSION, REALTIME_PATH, type Limits, type ModelInfo } from '../../shared/protocol.js';
 import { registerStatic } from './static.js';
 import type { ServerMetrics } from '../metrics.js';

@@ -2,7 +2,7 @@
 // gets a short-lived token for browsers, which cannot set headers on a WebSocket. CORS answers
 // only the origins the origin policy allows, so a page elsewhere cannot mint tokens with a key
 // it somehow holds.
-import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import type { HttpResponse, TemplatedApp } from '../transport/uws.js';
 import type { Authenticator } from '../security/authenticator.js';
 import { sendJson } from './routes.js';
 

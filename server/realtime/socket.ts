@@ -1,7 +1,7 @@
 // The /v1/realtime WebSocket route: wires uWebSockets.js callbacks to one RealtimeSession per
 // socket. Every uWS limit is set explicitly here; the two uWS has no setting for (message deadline,
 // session idle) are enforced by liveness.ts.
-import uWS, { type TemplatedApp, type WebSocket } from 'uWebSockets.js';
+import uWS, { type TemplatedApp, type WebSocket } from '../transport/uws.js';
 import { CloseCode, REALTIME_PATH } from '../../shared/protocol.js';
 import type { ServerConfig } from '../config.js';
 import type { Logger } from '../logger.js';
@@ -107,7 +107,9 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
         },
         bufferedAmount: () => (data.closed ? 0 : ws.getBufferedAmount()),
         close: (code: number, reason: string) => {
-          if (!data.closed) ws.cork(() => ws.end(code, reason));
+          // Not corked: end() inside cork() sends the close frame but leaves the TCP connection
+          // open until the peer answers, and a peer stuck mid-message never does (measured).
+          if (!data.closed) ws.end(code, reason);
         },
       };
       const { session, hello } = hub.openSession(sink, data.principal);

@@ -31,7 +31,11 @@ export async function startServerProcess(
   const lines = createInterface({ input: proc.stdout! });
 
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in ${timeoutMs} ms\n${stderr}`)), timeoutMs);
+    // A server that never got ready is nobody's to stop: kill it, or it keeps the test file alive.
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      fail(new Error(`server did not start in ${timeoutMs} ms\n${stderr}`));
+    }, timeoutMs);
     let listening = 0;
     lines.on('line', (line) => {
       let entry: Record<string, unknown>;

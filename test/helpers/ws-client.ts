@@ -23,8 +23,8 @@ export class TestClient {
     ws.on('close', (code) => (this.closeCode = code));
   }
 
-  static async connect(url: string): Promise<{ client: TestClient; hello: HelloMessage }> {
-    const ws = new WebSocket(url);
+  static async connect(url: string, headers: Record<string, string> = {}): Promise<{ client: TestClient; hello: HelloMessage }> {
+    const ws = new WebSocket(url, { headers });
     ws.binaryType = 'nodebuffer';
     const client = new TestClient(ws);
     await new Promise<void>((resolve, reject) => {
