@@ -1,7 +1,8 @@
 // Cheap "is this camera frame the same as the last one" test for image-to-image streams. A grid
 // sample of pixels is enough to tell a still scene (sensor noise of a level or two) from motion,
 // and keeps the cost far below a millisecond on the uWS thread even at 1024x1024. The session
-// keeps only this sample: the full image is handed to the inference worker.
+// keeps only this sample: the full image is handed to the inference process.
+import type { RequestId } from '../../shared/protocol.js';
 
 /** Sample every STRIDE-th pixel of every STRIDE-th row. */
 const STRIDE = 4;
@@ -27,4 +28,37 @@ export function signatureDistance(a: Uint8Array, b: Uint8Array): number {
   let sum = 0;
   for (let i = 0; i < a.length; i++) sum += Math.abs(a[i] - b[i]);
   return sum / a.length;
+}
+
+/** The identity of an input apart from its image: only inputs with the same one are compared. */
+export interface SimilarityKey {
+  prompt: string;
+  steps: number;
+  strength: number;
+  width: number;
+  height: number;
+  format: string;
+  seed: number;
+  explicitSeed: boolean;
+}
+
+/** One connection's memory of its last image-to-image input admitted, to recognise an unchanged
+ * camera frame. */
+export class SimilarFrameFilter {
+  private last: { id: RequestId; key: string; signature: Uint8Array } | undefined;
+
+  /** `threshold`: mean absolute difference (0-255) below which an input counts as unchanged; 0 = off. */
+  constructor(private readonly threshold: number) {}
+
+  /** The id of the earlier input this one repeats, or undefined (and it becomes the new reference). */
+  sameAs(id: RequestId, request: SimilarityKey, rgb: Uint8Array): RequestId | undefined {
+    if (this.threshold <= 0) return undefined;
+    const seed = request.explicitSeed ? request.seed : 'any';
+    const key = [request.prompt, request.steps, request.strength, request.width, request.height, request.format, seed].join('\u0000');
+    const signature = frameSignature(rgb, request.width, request.height);
+    const last = this.last;
+    if (last && last.key === key && signatureDistance(last.signature, signature) < this.threshold) return last.id;
+    this.last = { id, key, signature };
+    return undefined;
+  }
 }

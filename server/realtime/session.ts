@@ -16,7 +16,7 @@ import type { Principal } from '../security/authenticator.js';
 import type { TokenCheck } from '../security/tokens.js';
 import type { DrainableSession } from './drain.js';
 import { frameMessage, previewMessage } from './frame-replies.js';
-import { frameSignature, signatureDistance } from './frame-similarity.js';
+import { SimilarFrameFilter } from './frame-similarity.js';
 import type { HubState } from './hub.js';
 import type { ImageBudget, Reservation } from './image-budget.js';
 import { InputDecoder, type DecodedInput } from './input-decoder.js';
@@ -70,13 +70,6 @@ interface Running extends Admitted {
   abandoned?: boolean;
 }
 
-/** The last image-to-image input admitted, to recognise an unchanged camera frame. */
-interface LastInput {
-  id: RequestId;
-  key: string;
-  signature: Uint8Array;
-}
-
 /** Suggested waits for retryable errors: a restart takes about a second, a drain ends the socket. */
 const RETRY_AFTER_RESTART_MS = 1000;
 const RECONNECT_AFTER_SHUTDOWN_MS = 100;
@@ -87,7 +80,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
   /** Stream batching: the request started beside `running`, whose frame comes after its frame. */
   private follower: Running | undefined;
   private readonly decoder: InputDecoder;
-  private lastInput: LastInput | undefined;
+  private readonly similarFrames: SimilarFrameFilter;
   private closed = false;
   private readonly outbox: Outbox;
   private readonly rate: TokenBucket;
@@ -115,6 +108,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
       slowReaderClosed: () => metrics.closedSlowReaders.inc(),
       encodeFailed: (err) => logger.error({ err }, 'failed to encode a reply'),
     });
+    this.similarFrames = new SimilarFrameFilter(options.limits.similarFrameThreshold);
     this.decoder = new InputDecoder(options.imageBudget, options.limits.maxImagePixels, metrics, {
       reply: (message) => this.reply(message),
       superseded: (id) => this.supersede(id),
@@ -243,19 +237,11 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
 
   /** Answers `skipped` when this image barely differs from the last one admitted with the same settings. */
   private skipIfUnchanged(request: ValidGenerate, rgb: Uint8Array): boolean {
-    const threshold = this.options.limits.similarFrameThreshold;
-    if (threshold <= 0) return false;
-    const seed = request.explicitSeed ? request.seed : 'any';
-    const key = [request.prompt, request.steps, request.strength, request.width, request.height, request.format, seed].join('\u0000');
-    const signature = frameSignature(rgb, request.width, request.height);
-    const last = this.lastInput;
-    if (last && last.key === key && signatureDistance(last.signature, signature) < threshold) {
-      this.metrics.skippedFrames.inc();
-      this.reply({ type: 'skipped', id: request.id, reason: 'similar_frame', sameAs: last.id });
-      return true;
-    }
-    this.lastInput = { id: request.id, key, signature };
-    return false;
+    const sameAs = this.similarFrames.sameAs(request.id, request, rgb);
+    if (sameAs === undefined) return false;
+    this.metrics.skippedFrames.inc();
+    this.reply({ type: 'skipped', id: request.id, reason: 'similar_frame', sameAs });
+    return true;
   }
 
   private admit(admitted: Admitted): void {
