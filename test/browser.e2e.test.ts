@@ -115,6 +115,9 @@ describe('browser client in headless Chromium', { skip: missing ?? false }, () =
       for (const [x, y] of points.slice(1)) await page.mouse.move(box.x + x, box.y + y, { steps: 6 });
       await page.mouse.up();
     };
+    // Four steps at the page's strength run two, so the drawing's requests have a preview (the last
+    // step's preview is the frame itself).
+    await page.locator('#steps').fill('4');
     const before = seen;
     await stroke([[60, 80], [200, 120], [320, 90], [400, 200]]);
     await page.click('.swatch[data-colour="#d83a3a"]');

@@ -2,9 +2,10 @@
 // `concurrency` jobs at once (one UNet batch). Costs come from cost.ts: pixels x steps that will run,
 // in units of the model's default request. Two rules keep small requests flowing beside big ones:
 //
-// - Fair shares by cost (start-time fair queueing). Each session carries a virtual finish tag that
-//   grows by the cost of every job it is given. A waiting session's start tag is max(its finish
-//   tag, the virtual time); the smallest start tag goes next, equal tags in arrival order (plain
+// - Fair shares by cost (fair queueing by virtual finish time). Each session carries a virtual finish
+//   tag that grows by the cost of every job it is given. A waiting session's start tag is max(its
+//   finish tag, the virtual time); the request with the smallest start tag plus cost goes next,
+//   equal ones in arrival order (plain
 //   round-robin when all requests cost the same). A session sending 1024x1024 8-step requests
 //   (64 units on the default model) gets one turn per 64 default requests served, not every turn.
 //   The virtual time is the start tag of the last job handed out, so an idle session banks no credit.
@@ -93,16 +94,22 @@ export class Scheduler {
     return this.engine.info ? requestCost(shape, this.engine.info) : 1;
   }
 
-  /** The waiting session with the smallest start tag whose request may run now. */
+  /** The waiting session whose request would finish first in virtual time (its start tag plus its
+   * cost) and may run now. Ordering by finish rather than start tag matters when many sessions
+   * arrive at once: sixteen newcomers sending 1024x1024 requests all start at the same virtual
+   * time as a camera stream, and by start tag each would run once before the stream ran again. */
   private next(): { session: SchedulableSession; tag: number } | undefined {
     const heavyFull = this.heavyRunning >= this.heavySlots;
-    let best: { session: SchedulableSession; tag: number } | undefined;
+    let best: { session: SchedulableSession; tag: number; finish: number } | undefined;
     for (const [session, tag] of this.waiting) {
-      if (best && tag >= best.tag) continue;
+      if (best && tag >= best.finish) continue;
       const shape = session.peekPending();
+      const cost = shape ? this.cost(shape) : 0;
       // Nothing pending any more: picking it lets takePending drop it from the line.
-      if (shape && heavyFull && this.isHeavy(this.cost(shape))) continue;
-      best = { session, tag };
+      if (shape && heavyFull && this.isHeavy(cost)) continue;
+      const finish = tag + cost;
+      if (best && finish >= best.finish) continue;
+      best = { session, tag, finish };
     }
     return best;
   }
