@@ -18,7 +18,7 @@ export interface ServerConfig {
   device: Device;
   /** GPU ordinal for cuda and tensorrt (the WebGPU provider takes the default adapter). */
   deviceId: number;
-  /** onnxruntime intra-op threads for the inference worker. */
+  /** onnxruntime intra-op threads for the inference process. */
   threads: number;
   /** onnxruntime intra-op threads busy-wait between parallel sections (off: they yield the core). */
   spinning: boolean;

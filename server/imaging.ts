@@ -4,7 +4,7 @@ import sharp, { type Metadata } from 'sharp';
 import type { ImageFormat } from '../shared/protocol.js';
 import type { RgbImage } from './engine/messages.js';
 
-// libvips' own thread pool: the inference worker needs the cores more.
+// libvips' own thread pool: the inference process needs the cores more.
 sharp.concurrency(1);
 sharp.cache(false);
 
@@ -110,7 +110,7 @@ export async function decodeInputImage(bytes: Uint8Array, width: number, height:
       .toColourspace('srgb')
       .raw()
       .toBuffer();
-    // A fresh, exactly sized copy: its buffer is transferred to the inference worker.
+    // A fresh, exactly sized copy: its buffer is what goes to the inference process.
     return new Uint8Array(out);
   } catch (err) {
     throw new ImageInputError('undecodable', `image could not be decoded: ${(err as Error).message}`);

@@ -1,4 +1,4 @@
-// Step-level scheduling inside the inference worker. Up to `maxBatch` requests are active at once;
+// Step-level scheduling inside the inference process. Up to `maxBatch` requests are active at once;
 // every iteration admits newcomers (their text encoding batched), runs ONE denoising step for a
 // group of active requests in one UNet call (each at its own timestep), sends their previews, and
 // decodes the ones that just finished. A 1-step request admitted next to a 4-step one is done

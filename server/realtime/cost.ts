@@ -1,4 +1,4 @@
-// What a request costs the inference worker, in units of the model's own default request (its
+// What a request costs the inference process, in units of the model's own default request (its
 // default size at its default steps = 1). UNet, preview and decoder work all grow with the pixel
 // count, and the sampler runs one UNet call per step, so pixels x steps is the measure; for
 // image-to-image only the steps that will actually run count (floor(steps x strength) for Euler,

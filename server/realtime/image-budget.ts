@@ -1,6 +1,6 @@
 // One memory budget, shared by every session, for input images: the compressed bytes a request
 // holds while it waits to be decoded, the decode's working memory, and the RGB it yields until the
-// inference worker takes it. Memory is reserved before it is used, and a request that does not fit
+// inference process takes it. Memory is reserved before it is used, and a request that does not fit
 // is refused at once rather than queued: however many clients send large images, the bytes held
 // for them stay under the limit, and small requests still find room between large ones.
 
