@@ -4,44 +4,24 @@
 // only the shape is stable (docs/performance.md has the measurements).
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { HostileResult } from '../bench/hostile/run.js';
 import { ATTACK_NAMES } from '../bench/hostile/scenario.js';
 import type { BenchRun } from '../bench/report/run.js';
-
-const CLI = fileURLToPath(new URL('../bench/cli.js', import.meta.url));
+import { runBenchCli } from './helpers/bench-cli.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-function runCli(args: string[], timeoutMs: number): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (c) => (output += c));
-    child.stderr.on('data', (c) => (output += c));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`bench CLI did not finish in ${timeoutMs} ms:\n${output}`));
-    }, timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
-}
-
 describe('bench hostile scenario', () => {
   test('every attack, tiny, between a baseline and a recovery: a complete report', async () => {
     const out = await mkdtemp(path.join(tmpdir(), 'bench-hostile-'));
     cleanups.push(() => rm(out, { recursive: true, force: true }));
-    const { code, output } = await runCli(
+    const { code, output } = await runBenchCli(
       [
         'hostile', '--duration', '1', '--warmup', '0.5', '--sessions', '2', '--bomb-rate', '5', '--flood-sessions', '1',
         '--big-sessions', '1', '--idle-clients', '3', '--partial-clients', '2', '--out', out,
@@ -91,12 +71,12 @@ describe('bench hostile scenario', () => {
   });
 
   test('attack options are checked and belong to the hostile scenario only', async () => {
-    const wrongScenario = await runCli(['typing', '--bomb-rate', '5'], 20_000);
+    const wrongScenario = await runBenchCli(['typing', '--bomb-rate', '5'], 20_000);
     assert.equal(wrongScenario.code, 2);
     assert.match(wrongScenario.output, /hostile scenario only/);
-    const unknownAttack = await runCli(['hostile', '--attacks', 'bomb,teapot'], 20_000);
+    const unknownAttack = await runBenchCli(['hostile', '--attacks', 'bomb,teapot'], 20_000);
     assert.equal(unknownAttack.code, 2);
-    const tooFast = await runCli(['hostile', '--flood-rate', '1000'], 20_000);
+    const tooFast = await runBenchCli(['hostile', '--flood-rate', '1000'], 20_000);
     assert.equal(tooFast.code, 2);
   });
 });

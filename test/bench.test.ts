@@ -4,47 +4,27 @@
 // No timing targets: those belong in docs/performance.md, not in a test on a shared machine.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { FrameMessage } from '../shared/protocol.js';
 import { startLocalServer } from '../bench/local-server.js';
 import type { BenchRun } from '../bench/report/run.js';
+import { runBenchCli } from './helpers/bench-cli.js';
 import type { LoadResult } from '../bench/run-load.js';
 import { temporaryZeroCostModel, ZERO_COST_MODEL_NAME } from '../bench/zero-cost-model.js';
 import { TestClient } from './helpers/ws-client.js';
-
-const CLI = fileURLToPath(new URL('../bench/cli.js', import.meta.url));
 
 const cleanups: (() => Promise<void>)[] = [];
 after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-function runCli(args: string[], timeoutMs = 40_000): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (c) => (output += c));
-    child.stderr.on('data', (c) => (output += c));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`bench CLI did not finish in ${timeoutMs} ms:\n${output}`));
-    }, timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
-}
-
 describe('bench CLI', () => {
   test('a tiny typing scenario against a self-started server writes a complete report', async () => {
     const out = await mkdtemp(path.join(tmpdir(), 'bench-test-'));
     cleanups.push(() => rm(out, { recursive: true, force: true }));
-    const { code, output } = await runCli(['typing', '--sessions', '2', '--duration', '2', '--ramp', '0.5', '--workers', '1', '--out', out]);
+    const { code, output } = await runBenchCli(['typing', '--sessions', '2', '--duration', '2', '--ramp', '0.5', '--workers', '1', '--out', out]);
     assert.equal(code, 0, output);
 
     const files = await readdir(out);
@@ -76,10 +56,10 @@ describe('bench CLI', () => {
   });
 
   test('rejects a non-loopback --url unless asked, and unknown scenarios', async () => {
-    const remote = await runCli(['typing', '--url', 'ws://192.0.2.1:8080/v1/realtime']);
+    const remote = await runBenchCli(['typing', '--url', 'ws://192.0.2.1:8080/v1/realtime']);
     assert.equal(remote.code, 2);
     assert.match(remote.output, /--allow-remote/);
-    const unknown = await runCli(['nope']);
+    const unknown = await runBenchCli(['nope']);
     assert.equal(unknown.code, 2);
   });
 });

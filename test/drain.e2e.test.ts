@@ -77,14 +77,8 @@ test(`SIGTERM with sessions streaming, ${RUNS} times: every open request answere
 });
 
 test('while draining: /readyz 503, upgrades 503 + Retry-After, new requests shutting_down', { timeout: 60_000 }, async () => {
-  const server = await startServerProcess();
-  const { client } = await TestClient.connect(server.wsUrl);
   // A long request keeps the drain open while we look.
-  client.send({ type: 'generate', id: 'long', prompt: 'a blue square', steps: 8, width: 1024, height: 1024 });
-  await client.next((m) => m.type === 'preview');
-  const exited = exitOf(server);
-  server.proc.kill('SIGTERM');
-  await waitForLog(server, 'draining: finishing accepted requests');
+  const { server, client, exited } = await drainingWithLongRequest();
 
   const ready = await fetch(`${server.httpUrl}/readyz`);
   assert.equal(ready.status, 503);
@@ -147,13 +141,7 @@ test('a drain that runs out of time answers shutting_down, then going_away, and 
 });
 
 test('a second signal exits at once', { timeout: 60_000 }, async () => {
-  const server = await startServerProcess();
-  const { client } = await TestClient.connect(server.wsUrl);
-  client.send({ type: 'generate', id: 'long', prompt: 'a blue square', steps: 8, width: 1024, height: 1024 });
-  await client.next((m) => m.type === 'preview');
-  const exited = exitOf(server);
-  server.proc.kill('SIGTERM');
-  await waitForLog(server, 'draining: finishing accepted requests');
+  const { server, exited } = await drainingWithLongRequest();
   const started = performance.now();
   server.proc.kill('SIGTERM');
   const { code, signal } = await exited;
@@ -161,6 +149,18 @@ test('a second signal exits at once', { timeout: 60_000 }, async () => {
   assert.equal(code, 128 + 15);
   assert.ok(performance.now() - started < 2000);
 });
+
+/** A server draining after SIGTERM while one session's 1024x1024, 8-step request is still running. */
+async function drainingWithLongRequest() {
+  const server = await startServerProcess();
+  const { client } = await TestClient.connect(server.wsUrl);
+  client.send({ type: 'generate', id: 'long', prompt: 'a blue square', steps: 8, width: 1024, height: 1024 });
+  await client.next((m) => m.type === 'preview');
+  const exited = exitOf(server);
+  server.proc.kill('SIGTERM');
+  await waitForLog(server, 'draining: finishing accepted requests');
+  return { server, client, exited };
+}
 
 async function waitForLog(server: ServerProcess, msg: string, timeoutMs = 10_000): Promise<void> {
   const deadline = performance.now() + timeoutMs;
