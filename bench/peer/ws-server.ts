@@ -46,7 +46,7 @@ function serveRealtime(config: ServerConfig, hub: RealtimeHub, logger: Logger): 
       res.end(JSON.stringify(body));
     };
     if (req.url === '/healthz') json(200, { status: 'ok' });
-    else if (req.url === '/readyz') json(hub.isReady() ? 200 : 503, { status: hub.isReady() ? 'ready' : 'loading' });
+    else if (req.url === '/readyz') json(hub.state() === 'ready' ? 200 : 503, { status: hub.state() });
     else if (req.url === '/v1/models' && hub.model()) {
       json(200, { protocol: PROTOCOL_VERSION, endpoint: REALTIME_PATH, models: [hub.model()], limits: hub.limits() });
     }

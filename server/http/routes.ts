@@ -6,7 +6,6 @@ import type { ServerMetrics } from '../metrics.js';
 import type { HubState } from '../realtime/hub.js';
 
 export interface RouteState {
-  isReady(): boolean;
   state(): HubState;
   isHealthy(): boolean;
   model(): ModelInfo | undefined;

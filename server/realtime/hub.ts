@@ -30,7 +30,6 @@ export interface RealtimeHub {
   readonly authenticator: Authenticator;
   /** Resolves once the model is loaded and warmed up; rejects if it cannot load. */
   readonly ready: Promise<void>;
-  isReady(): boolean;
   state(): HubState;
   /** False once the engine gave up restarting: /healthz fails. */
   isHealthy(): boolean;
@@ -111,7 +110,6 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
       maxSteps: Math.min(info.maxSteps, config.limits.maxSteps),
     };
   };
-  const isReady = () => engine.ready && !draining;
   const state = (): HubState => {
     if (!engine.alive) return 'failed';
     if (draining) return 'draining';
@@ -136,7 +134,6 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
     metrics,
     authenticator,
     ready,
-    isReady,
     state,
     isHealthy: () => engine.alive,
     model,
