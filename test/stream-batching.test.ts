@@ -116,7 +116,7 @@ describe('a session with stream batching', () => {
     const engine = { ready: true, info: model, run: (job: JobSpec, listener: JobListener) => runs.push({ job, listener }), cancel: (id: number) => cancels.push(id) };
     const scheduler = new Scheduler(engine as never, 4);
     const replies: ServerMessage[] = [];
-    const sink = { send: (bytes: Uint8Array) => (replies.push(decodeMessage(bytes) as ServerMessage), true), bufferedAmount: () => 0, close() {} };
+    const sink = { deliver: (message: ServerMessage) => (replies.push(message), true), bufferedAmount: () => 0, close() {} };
     const session = new RealtimeSession(sink, scheduler, {
       limits, model, outbox: { previewBytes: 1 << 20, frameBytes: 1 << 20, slowReaderMs: 10_000 }, previewJpegQuality: 70, frameJpegQuality: 90,
       hubState: () => 'ready', principal: { keyId: 'k' }, verifyToken: async () => ({ ok: false, reason: 'invalid' }) as never,

@@ -12,9 +12,10 @@ import { configOrExit, exitIfModelFails } from '../../server/bootstrap.js';
 import type { ServerConfig } from '../../server/config.js';
 import { createLogger, type Logger } from '../../server/logger.js';
 import { createRealtimeHub, type RealtimeHub } from '../../server/realtime/hub.js';
+import { msgpackSink, type ByteSink } from '../../server/realtime/reply-sink.js';
+import { encodeMessage } from '../../shared/codec.js';
 
 type Principal = Parameters<RealtimeHub['admit']>[0];
-type Sink = Parameters<RealtimeHub['openSession']>[0];
 type Session = ReturnType<RealtimeHub['openSession']>['session'];
 
 interface SocketState {
@@ -85,7 +86,7 @@ function serveRealtime(config: ServerConfig, hub: RealtimeHub, logger: Logger): 
   function open(ws: WebSocket, principal: Principal): void {
     const state: SocketState = { closed: false, lastSeen: Date.now() };
     states.set(ws, state);
-    const sink: Sink = {
+    const transport: ByteSink = {
       send: (bytes: Uint8Array) => {
         if (state.closed) return false;
         // uWS drops a send past maxBackpressure; do the same.
@@ -102,9 +103,9 @@ function serveRealtime(config: ServerConfig, hub: RealtimeHub, logger: Logger): 
         if (!state.closed) ws.close(code, reason);
       },
     };
-    const { session, hello } = hub.openSession(sink, principal);
+    const { session, hello } = hub.openSession(msgpackSink(transport), principal);
     state.session = session;
-    ws.send(hello, { binary: true });
+    ws.send(encodeMessage(hello), { binary: true });
 
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       state.lastSeen = Date.now();

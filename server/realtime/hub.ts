@@ -1,8 +1,7 @@
 // Everything realtime that does not depend on the transport: the inference engine, the scheduler,
 // the model and limits every session sees, and the session factory. uWebSockets.js (socket.ts)
 // wraps it for production; any other WebSocket library can wrap it the same way.
-import { encodeMessage } from '../../shared/codec.js';
-import { PROTOCOL_VERSION, type Limits, type ModelInfo } from '../../shared/protocol.js';
+import { PROTOCOL_VERSION, type HelloMessage, type Limits, type ModelInfo } from '../../shared/protocol.js';
 import type { ServerConfig } from '../config.js';
 import { InferenceEngine } from '../engine/engine.js';
 import type { Logger } from '../logger.js';
@@ -13,7 +12,8 @@ import { TokenIssuer } from '../security/tokens.js';
 import { drainSessions, type DrainReport } from './drain.js';
 import { ImageBudget } from './image-budget.js';
 import { Scheduler } from './scheduler.js';
-import { RealtimeSession, type SocketSink } from './session.js';
+import type { ReplySink } from './reply-sink.js';
+import { RealtimeSession } from './session.js';
 
 /** Where the server is in its life: what /readyz, /healthz and upgrades answer follows from it. */
 export type HubState = 'loading' | 'ready' | 'restarting' | 'draining' | 'failed';
@@ -38,8 +38,9 @@ export interface RealtimeHub {
   limits(): Limits;
   /** Whether another session may open for `principal` (admission control); counts a refusal when not. */
   admit(principal: Principal): { ok: true } | { ok: false; reason: AdmissionRefusal };
-  /** A session for a newly opened socket, and the `hello` bytes to send it first. */
-  openSession(sink: SocketSink, principal: Principal): { session: RealtimeSession; hello: Uint8Array };
+  /** A session for a newly opened socket (or an HTTP request, or a queued job), and the `hello`
+   * a socket sends it first. */
+  openSession(sink: ReplySink, principal: Principal, options?: { background?: boolean }): { session: RealtimeSession; hello: HelloMessage };
   /** The socket of a session closed. */
   closeSession(session: RealtimeSession): void;
   /** Graceful shutdown: see drain.ts. Stops the engine at the end. */
@@ -151,7 +152,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
       if (authenticator.required && perKey >= config.limits.maxSessionsPerKey) return refuse('key_limit');
       return { ok: true };
     },
-    openSession(sink, principal) {
+    openSession(sink, principal, options = {}) {
       const info = model();
       if (!info) throw new Error('openSession before the model is ready');
       const sessionLimits = limits();
@@ -170,10 +171,11 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
         verifyToken: (token) => authenticator.tokens.verify(token),
         imageBudget,
         streamBatch: config.streamBatch,
+        background: options.background,
       }, metrics, logger);
       sessions.add(session);
       sessionsPerKey.set(principal.keyId, (sessionsPerKey.get(principal.keyId) ?? 0) + 1);
-      return { session, hello: encodeMessage({ type: 'hello', protocol: PROTOCOL_VERSION, model: info, limits: sessionLimits }) };
+      return { session, hello: { type: 'hello', protocol: PROTOCOL_VERSION, model: info, limits: sessionLimits } };
     },
     closeSession(session) {
       if (!sessions.delete(session)) return;

@@ -5,16 +5,8 @@
 //    held one (which is answered `superseded`); it goes out when the socket drains;
 //  - a reader that stays above `frameBytes` for `slowReaderMs` is closed with CloseCode.SlowReader.
 // A slow reader costs only its own buffer: nothing here waits, so other sessions never notice.
-import { encodeMessage } from '../../shared/codec.js';
 import { CloseCode, type FrameMessage, type RequestId, type ServerMessage } from '../../shared/protocol.js';
-
-/** The transport as a session sees it. */
-export interface SocketSink {
-  /** False when the message was not sent (socket closed). */
-  send(bytes: Uint8Array): boolean;
-  bufferedAmount(): number;
-  close(code: number, reason: string): void;
-}
+import type { ReplySink } from './reply-sink.js';
 
 export interface OutboxOptions {
   previewBytes: number;
@@ -38,7 +30,7 @@ export class Outbox {
   private closed = false;
 
   constructor(
-    private readonly sink: SocketSink,
+    private readonly sink: ReplySink,
     private readonly options: OutboxOptions,
     private readonly events: OutboxEvents,
   ) {}
@@ -111,7 +103,7 @@ export class Outbox {
         if (this.closed) return;
         const message = await produce();
         if (!message || this.closed) return;
-        this.sink.send(encodeMessage(message));
+        this.sink.deliver(message);
         if (message.type === 'frame') this.events.frameSent(message);
         if (this.sink.bufferedAmount() > this.options.frameBytes) this.watchSlowReader();
       })

@@ -34,6 +34,9 @@ export interface SchedulableSession {
   peekPending(): JobShape | undefined;
   /** Hands over the pending request as a job, or undefined if it went away (superseded, cancelled). */
   takePending(jobId: number): { job: Omit<JobSpec, 'jobId'>; listener: JobListener } | undefined;
+  /** Queued work (fal's queue API): runs only when no interactive session is waiting, and never
+   * takes the last free slot, so a realtime request arriving mid-batch joins at the next step. */
+  readonly background?: boolean;
 }
 
 /** What the scheduler needs from the engine. */
@@ -52,8 +55,10 @@ export class Scheduler {
   private virtualTime = 0;
   private running = 0;
   private heavyRunning = 0;
+  private backgroundRunning = 0;
   private nextJobId = 1;
   private readonly heavySlots: number;
+  private readonly backgroundSlots: number;
 
   constructor(
     private readonly engine: SchedulerEngine,
@@ -63,6 +68,14 @@ export class Scheduler {
     heavyShare = 0.25,
   ) {
     this.heavySlots = heavySlotsFor(concurrency, heavyShare);
+    this.backgroundSlots = Math.max(1, concurrency - 1);
+  }
+
+  /** Whether queued (background) work could start now: nothing interactive waits and a slot is free. */
+  get idleForBackground(): boolean {
+    if (this.running >= this.concurrency || this.backgroundRunning >= this.backgroundSlots) return false;
+    for (const session of this.waiting.keys()) if (session.background !== true) return false;
+    return true;
   }
 
   get queued(): number {
@@ -99,9 +112,14 @@ export class Scheduler {
    * arrive at once: sixteen newcomers sending 1024x1024 requests all start at the same virtual
    * time as a camera stream, and by start tag each would run once before the stream ran again. */
   private next(): { session: SchedulableSession; tag: number } | undefined {
+    return this.best(false) ?? (this.backgroundRunning < this.backgroundSlots ? this.best(true) : undefined);
+  }
+
+  private best(background: boolean): { session: SchedulableSession; tag: number } | undefined {
     const heavyFull = this.heavyRunning >= this.heavySlots;
     let best: { session: SchedulableSession; tag: number; finish: number } | undefined;
     for (const [session, tag] of this.waiting) {
+      if ((session.background === true) !== background) continue;
       if (best && tag >= best.finish) continue;
       const shape = session.peekPending();
       const cost = shape ? this.cost(shape) : 0;
@@ -129,6 +147,8 @@ export class Scheduler {
       this.finishTags.set(session, tag + cost);
       this.running++;
       if (heavy) this.heavyRunning++;
+      const background = session.background === true;
+      if (background) this.backgroundRunning++;
       // The session hears first, so that its next request is back in line, with its new tag, when
       // the freed slot is handed out: otherwise whoever else waits would get it whatever the tags.
       const { listener } = taken;
@@ -138,6 +158,7 @@ export class Scheduler {
         } finally {
           this.running--;
           if (heavy) this.heavyRunning--;
+          if (background) this.backgroundRunning--;
           this.pump();
         }
       };

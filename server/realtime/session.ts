@@ -20,14 +20,15 @@ import { SimilarFrameFilter } from './frame-similarity.js';
 import type { HubState } from './hub.js';
 import type { ImageBudget, Reservation } from './image-budget.js';
 import { InputDecoder, type DecodedInput } from './input-decoder.js';
-import { Outbox, type OutboxOptions, type SocketSink } from './outbox.js';
+import { Outbox, type OutboxOptions } from './outbox.js';
+import type { ReplySink } from './reply-sink.js';
 import { TokenBucket } from './rate-limiter.js';
 import { TokenLease } from './token-lease.js';
 import type { Scheduler, SchedulableSession } from './scheduler.js';
 import { SlidingWindowCounter } from './sliding-window.js';
 import { validateMessage, type ValidGenerate } from './validate.js';
 
-export type { SocketSink };
+export type { ReplySink };
 
 export interface SessionOptions {
   limits: Limits;
@@ -44,6 +45,8 @@ export interface SessionOptions {
   imageBudget: ImageBudget;
   /** Start the pending request beside the running one once that one runs (see above). */
   streamBatch?: boolean;
+  /** Queued (not interactive) work: the scheduler runs it only when no interactive session waits. */
+  background?: boolean;
 }
 
 interface Admitted {
@@ -91,7 +94,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
   private lastRequestAt = performance.now();
 
   constructor(
-    private readonly sink: SocketSink,
+    private readonly sink: ReplySink,
     private readonly scheduler: Scheduler,
     private readonly options: SessionOptions,
     private readonly metrics: ServerMetrics,
@@ -126,6 +129,10 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
     return this.options.principal;
   }
 
+  get background(): boolean {
+    return this.options.background === true;
+  }
+
   /** performance.now() of the last valid generate, cancel or auth (or of opening): what the idle
    * timeout measures. Pongs and bad messages do not count. */
   get lastActivityAt(): number {
@@ -155,6 +162,12 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
       this.refuse({ type: 'error', code: ErrorCode.BadMessage, message: `not valid msgpack: ${(err as Error).message}` });
       return;
     }
+    this.handleMessage(decoded);
+  }
+
+  /** A decoded message, from the native socket or translated by another front door (fal's). */
+  handleMessage(decoded: unknown): void {
+    if (this.refusing || this.closed) return;
     const result = validateMessage(decoded, this.options.limits, this.options.model);
     if (!result.ok) {
       // An error naming an id in flight would read as that request's end, and it will get its own.

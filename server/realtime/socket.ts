@@ -2,11 +2,13 @@
 // socket. Every uWS limit is set explicitly here; the two uWS has no setting for (message deadline,
 // session idle) are enforced by liveness.ts.
 import uWS, { type TemplatedApp, type WebSocket } from '../transport/uws.js';
+import { encodeMessage } from '../../shared/codec.js';
 import { CloseCode, REALTIME_PATH } from '../../shared/protocol.js';
 import type { ServerConfig } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { RealtimeHub } from './hub.js';
 import { LivenessSweep, type WatchedSocket } from './liveness.js';
+import { msgpackSink } from './reply-sink.js';
 import type { RealtimeSession } from './session.js';
 import type { Principal } from '../security/authenticator.js';
 
@@ -98,7 +100,7 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
     open: (ws) => {
       stats.connections++;
       const data = ws.getUserData();
-      const sink = {
+      const transport = {
         send: (bytes: Uint8Array) => {
           if (data.closed) return false;
           // Sends from worker callbacks happen outside uWS handlers: cork to flush in one syscall.
@@ -112,19 +114,19 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
           if (!data.closed) ws.end(code, reason);
         },
       };
-      const { session, hello } = hub.openSession(sink, data.principal);
+      const { session, hello } = hub.openSession(msgpackSink(transport), data.principal);
       data.session = session;
       data.watched = {
         // The sweep runs outside uWS handlers, where only a corked send is flushed right away.
         ping: (payload) => {
           if (!data.closed) ws.cork(() => ws.ping(payload));
         },
-        close: sink.close,
+        close: transport.close,
         lastActivityAt: () => session.lastActivityAt,
         openRequests: () => session.openRequests,
       };
       liveness.add(data.watched);
-      ws.send(hello, true, false);
+      ws.send(encodeMessage(hello), true, false);
       logger.debug({ remote: data.remote }, 'session opened');
     },
 
