@@ -1,5 +1,7 @@
 // The client SDK's public entry: `connect(url, options)` and the types it uses. Runs in browsers
 // (global WebSocket) and in Node 20 (pass `WebSocket` from the `ws` package). See docs/client.md.
+// Apps written against fal's own client use the separate entry '@realtime-diffusion/client/fal'
+// instead (client/fal.ts): it patches a global when called, so it stays out of this one.
 import { RealtimeConnection } from './connection.js';
 import type { ConnectOptions } from './types.js';
 
