@@ -1,13 +1,15 @@
-// Assembles the server: the realtime hub (engine, scheduler, sessions), HTTP routes and the socket
-// route on one uWebSockets.js app.
+// Assembles the server: the realtime hub (engine, scheduler, sessions), and its front doors on one
+// uWebSockets.js app: the native socket route, fal's realtime and HTTP routes, and the plain HTTP
+// routes.
 import uWS, { type us_listen_socket, uwsBuild } from './transport/uws.js';
 import type { ServerConfig } from './config.js';
 import { registerRoutes } from './http/routes.js';
 import { registerTokenRoute } from './http/tokens-route.js';
+import { openFalFrontDoor } from './fal/fal-front-door.js';
 import type { Logger } from './logger.js';
 import type { DrainReport } from './realtime/drain.js';
 import { createRealtimeHub, type HubHooks, type RealtimeHub } from './realtime/hub.js';
-import { registerRealtime, type RealtimeStats } from './realtime/socket.js';
+import { createLiveness, registerRealtime, type RealtimeStats } from './realtime/socket.js';
 
 export interface RunningServer {
   port: number;
@@ -24,8 +26,10 @@ export interface RunningServer {
 export async function startServer(config: ServerConfig, logger: Logger, hooks: HubHooks = {}): Promise<RunningServer> {
   const hub = createRealtimeHub(config, logger, hooks);
   const app = config.tls ? uWS.SSLApp({ cert_file_name: config.tls.certFile, key_file_name: config.tls.keyFile }) : uWS.App();
-  const stats = registerRealtime(app, { config, hub, logger });
+  const liveness = createLiveness(config, hub);
+  const stats = registerRealtime(app, { config, hub, logger, liveness });
   registerTokenRoute(app, hub.authenticator);
+  const fal = await openFalFrontDoor(app, hub, config, logger, liveness);
   registerRoutes(app, hub);
 
   const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
@@ -59,13 +63,17 @@ export async function startServer(config: ServerConfig, logger: Logger, hooks: H
     async drain(timeoutMs) {
       // Still listening while draining: /readyz answers 503 and upgrades get 503 + Retry-After, so a
       // balancer sees the node leave instead of a refused connection.
+      fal.stopClaiming();
       const report = await hub.drain(timeoutMs);
       stopListening();
+      await fal.close();
       return report;
     },
     async close() {
       stopListening();
+      fal.stopClaiming();
       await hub.close();
+      await fal.close();
     },
   };
 }

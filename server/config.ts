@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { FINAL_DECODERS, type FinalDecoder, type Limits } from '../shared/protocol.js';
 import { ApiKeyError, ApiKeys } from './security/api-keys.js';
+import { loadFalConfig, type FalConfig } from './fal/fal-config.js';
 
 /** onnxruntime execution providers the server can run on (docs/gpu.md). */
 export const DEVICES = ['cpu', 'cuda', 'tensorrt', 'webgpu'] as const;
@@ -61,6 +62,8 @@ export interface ServerConfig {
   frameJpegQuality: number;
   limits: Limits;
   security: SecurityConfig;
+  /** fal's realtime, queue and run APIs (server/fal/). */
+  fal: FalConfig;
   /** Serve https/wss directly with these PEM files. */
   tls?: { certFile: string; keyFile: string };
 }
@@ -114,7 +117,16 @@ const FLAGS = {
   '--image-memory': 'imageMemory',
   '--drain-timeout': 'drainTimeout',
   '--engine-restarts': 'engineRestarts',
+  '--app': 'app',
+  '--data-dir': 'dataDir',
+  '--queue-max': 'queueMax',
+  '--queue-max-per-key': 'queueMaxPerKey',
+  '--result-ttl': 'resultTtl',
+  '--image-hosts': 'imageHosts',
+  '--public-url': 'publicUrl',
 } as const;
+/** May be given more than once. */
+const REPEATED_FLAGS: ReadonlySet<string> = new Set(['--app']);
 const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty', '--spinning': 'spinning', '--insecure': 'insecure', '--last-preview': 'lastPreview', '--stream-batch': 'streamBatch' } as const;
 
 type FlagName = (typeof FLAGS)[keyof typeof FLAGS] | (typeof BOOLEAN_FLAGS)[keyof typeof BOOLEAN_FLAGS];
@@ -162,10 +174,23 @@ export const USAGE = `Usage: npm start -- [options]
   --tls-cert PATH      serve https/wss with this PEM certificate (with --tls-key)
   --tls-key PATH       private key for --tls-cert
   --log-level LEVEL    pino level (default info; env LOG_LEVEL)
-  --log-pretty         human-readable logs (env LOG_PRETTY=1)`;
+  --log-pretty         human-readable logs (env LOG_PRETTY=1)
+fal's API (docs/fal.md):
+  --app ID=DIR         serve fal app id ID (owner/alias, with its sub-paths) from model folder DIR; repeatable
+                       (default: fal-ai/fast-turbo-diffusion, fal-ai/fast-lcm-diffusion and fal-ai/lcm-sd15-i2i
+                       on --model; env APPS: comma-separated)
+  --data-dir DIR       the queue's SQLite database and result images (default ./data; env DATA_DIR)
+  --queue-max N        queued jobs at most; more get 429 (default 10000)
+  --queue-max-per-key N  queued jobs per API key (default 1000)
+  --result-ttl S       keep finished results and their images S seconds (default 3600)
+  --image-hosts L      comma-separated hosts image_url may be fetched from (default: none, data URIs only; env IMAGE_HOSTS)
+  --public-url URL     scheme and host of returned URLs when clients reach the server by another name
+                       (default: from the request's Host; env PUBLIC_URL); webhook secret: env WEBHOOK_SECRET`;
 
-function parseFlags(argv: readonly string[]): Partial<Record<FlagName, string>> {
-  const out: Partial<Record<FlagName, string>> = {};
+type ParsedFlags = Partial<Record<FlagName, string>> & { apps?: string[] };
+
+function parseFlags(argv: readonly string[]): ParsedFlags {
+  const out: ParsedFlags = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const eq = arg.indexOf('=');
@@ -175,7 +200,8 @@ function parseFlags(argv: readonly string[]): Partial<Record<FlagName, string>> 
     } else if (flag in FLAGS) {
       const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
       if (value === undefined) throw new ConfigError(`${flag} needs a value`);
-      out[FLAGS[flag as keyof typeof FLAGS]] = value;
+      if (REPEATED_FLAGS.has(flag)) (out.apps ??= []).push(value);
+      else out[FLAGS[flag as keyof typeof FLAGS]] = value;
     } else {
       throw new ConfigError(`unknown option ${arg}\n${USAGE}`);
     }
@@ -222,10 +248,17 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
   const security = loadSecurity(flags, env, host);
   if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new ConfigError('--tls-cert and --tls-key go together');
   const tls = flags.tlsCert && flags.tlsKey ? { certFile: path.resolve(flags.tlsCert), keyFile: path.resolve(flags.tlsKey) } : undefined;
+  const modelDir = path.resolve(flags.model ?? env.MODEL ?? DEFAULT_MODEL_DIR);
+  let fal: FalConfig;
+  try {
+    fal = loadFalConfig({ ...flags, app: flags.apps }, env, modelDir, integer);
+  } catch (err) {
+    throw err instanceof ConfigError ? err : new ConfigError((err as Error).message);
+  }
   return {
     host,
     port: integer('--port', flags.port ?? env.PORT, 8080, 0, 65535),
-    modelDir: path.resolve(flags.model ?? env.MODEL ?? DEFAULT_MODEL_DIR),
+    modelDir,
     device,
     deviceId,
     threads: integer('--threads', flags.threads ?? env.THREADS, availableParallelism(), 1, 256),
@@ -273,6 +306,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
       similarFrameThreshold: skipThreshold,
     },
     security,
+    fal,
     ...(tls ? { tls } : {}),
   };
 }

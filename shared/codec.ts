@@ -18,6 +18,11 @@ export function encodeMessage(message: ClientMessage | ServerMessage): Uint8Arra
   return packr.pack(message);
 }
 
+/** Any other plain value (fal's results), with the same conventions. */
+export function encodeValue(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
 /** Decodes bytes into an untrusted value: validate it before use. Throws on malformed msgpack
  * (a MsgpackRejectedError when the structural check refuses it before msgpackr runs). */
 export function decodeMessage(bytes: Uint8Array): unknown {

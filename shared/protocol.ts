@@ -293,6 +293,8 @@ export const CloseCode = {
   GoingAway: 1001,
   /** Message larger than `limits.maxMessageBytes`. (Past twice that, the socket is dropped unannounced: 1006.) */
   MessageTooBig: 1009,
+  /** fal's realtime route only: the credential was refused (after `{"status":"error","error":"Unauthorized"}`). */
+  PolicyViolation: 1008,
   /** The client read too slowly: its send buffer stayed over the limit for the slow-reader timeout. */
   SlowReader: 4001,
   /** Too many malformed or invalid messages (limits.maxBadMessagesPerMinute). */

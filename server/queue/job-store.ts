@@ -139,6 +139,11 @@ export class JobStore {
     return this.call('complete', id, result, files, webhookBody);
   }
 
+  /** Stores the files of a request answered outside the queue, as a finished job of its key. */
+  recordCompleted(job: { id: string; appId: string; keyId: string; files: JobFile[] }): Promise<void> {
+    return this.call('recordCompleted', job);
+  }
+
   /** queued or running -> failed; the same webhook rule as complete(). */
   fail(id: string, error: JobError, webhookBody?: string): Promise<void> {
     return this.call('fail', id, error, webhookBody);

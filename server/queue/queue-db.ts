@@ -106,6 +106,8 @@ function prepareAll(db: Database) {
   return {
     insertJob: s(`INSERT INTO jobs (id, app_id, key_id, input, status, priority, webhook_url, created_at)
                   VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)`),
+    insertCompleted: s(`INSERT INTO jobs (id, app_id, key_id, input, status, priority, created_at, started_at, finished_at)
+                  VALUES (?, ?, ?, 'null', 'completed', 0, ?, ?, ?)`),
     queuedTotal: s(`SELECT count(*) AS n FROM jobs WHERE status = 'queued'`),
     queuedForKey: s(`SELECT count(*) AS n FROM jobs WHERE status = 'queued' AND key_id = ?`),
     running: s(`SELECT count(*) AS n FROM jobs WHERE status = 'running'`),
@@ -221,6 +223,16 @@ export class QueueDb {
       this.s.finish.run('completed', Date.now(), json, null, row.seq);
       for (const f of files) this.s.insertFile.run(id, f.name, f.contentType, f.bytes);
       this.queueWebhook(row, webhookBody);
+    });
+  }
+
+  /** A request answered outside the queue (fal.run, fal.stream) whose images are served as files:
+   * stored as a finished job so they expire with the queue's results. */
+  recordCompleted(job: { id: string; appId: string; keyId: string; files: JobFile[] }): void {
+    this.db.transaction(() => {
+      const now = Date.now();
+      this.s.insertCompleted.run(job.id, job.appId, job.keyId, now, now, now);
+      for (const f of job.files) this.s.insertFile.run(job.id, f.name, f.contentType, f.bytes);
     });
   }
 

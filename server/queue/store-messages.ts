@@ -9,6 +9,7 @@ export type StoreOp =
   | 'submit'
   | 'claim'
   | 'complete'
+  | 'recordCompleted'
   | 'fail'
   | 'finishCancelled'
   | 'requeue'

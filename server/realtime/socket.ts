@@ -1,6 +1,5 @@
 // The /v1/realtime WebSocket route: wires uWebSockets.js callbacks to one RealtimeSession per
-// socket. Every uWS limit is set explicitly here; the two uWS has no setting for (message deadline,
-// session idle) are enforced by liveness.ts.
+// socket. Every uWS limit is set explicitly here (socketLimits, shared with fal's realtime route).
 import uWS, { type TemplatedApp, type WebSocket } from '../transport/uws.js';
 import { encodeMessage } from '../../shared/codec.js';
 import { CloseCode, REALTIME_PATH } from '../../shared/protocol.js';
@@ -10,6 +9,7 @@ import type { RealtimeHub } from './hub.js';
 import { LivenessSweep, type WatchedSocket } from './liveness.js';
 import { msgpackSink } from './reply-sink.js';
 import type { RealtimeSession } from './session.js';
+import { handleUpgrade } from './upgrade.js';
 import type { Principal } from '../security/authenticator.js';
 
 interface SocketData {
@@ -24,25 +24,21 @@ export interface RealtimeDeps {
   config: ServerConfig;
   hub: RealtimeHub;
   logger: Logger;
+  liveness: LivenessSweep;
 }
 
 export interface RealtimeStats {
   connections: number;
 }
 
-export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): RealtimeStats {
-  const stats: RealtimeStats = { connections: 0 };
-  const { config, hub, logger } = deps;
-  const liveness = new LivenessSweep({
-    messageDeadlineMs: config.limits.messageDeadlineSeconds * 1000,
-    sessionIdleMs: config.limits.sessionIdleSeconds * 1000,
-    closed: (reason) => hub.metrics.closes.inc({ reason }),
-  });
-  liveness.start();
-  app.ws<SocketData>(REALTIME_PATH, {
+/** The uWS limits every realtime socket route shares, each set explicitly. The two uWS has no
+ * setting for (message deadline, session idle) are enforced by liveness.ts. */
+export function socketLimits(config: ServerConfig) {
+  return {
     compression: uWS.DISABLED, // images are already compressed
     // uWS drops a socket over maxPayloadLength without a close frame, so the documented limit is
-    // enforced below with a proper 1009 close, and uWS's own limit only stops what is far over it.
+    // enforced in the message handlers with a proper 1009 close, and uWS's own limit only stops
+    // what is far over it.
     maxPayloadLength: 2 * config.limits.maxMessageBytes,
     maxBackpressure: config.maxBackpressureBytes,
     // Slow readers are handled by dropping previews, not by uWS closing the socket.
@@ -52,50 +48,31 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
     idleTimeout: config.limits.idleTimeoutSeconds,
     sendPingsAutomatically: true,
     maxLifetime: 0,
+  };
+}
 
-    upgrade: (res, req, context) => {
-      // Everything from req must be copied now: it is stack-allocated and gone after this call.
-      const key = req.getHeader('sec-websocket-key');
-      const protocol = req.getHeader('sec-websocket-protocol');
-      const extensions = req.getHeader('sec-websocket-extensions');
-      const credentials = {
-        authorization: req.getHeader('authorization'),
-        token: new URLSearchParams(req.getQuery() ?? '').get('token') ?? '',
-        origin: req.getHeader('origin'),
-        host: req.getHeader('host'),
-      };
-      const remote = Buffer.from(res.getRemoteAddressAsText()).toString();
-      let aborted = false;
-      res.onAborted(() => (aborted = true));
-      const refuse = (status: string, body: string, retryAfter?: string) =>
-        res.cork(() => {
-          res.writeStatus(status);
-          if (retryAfter) res.writeHeader('retry-after', retryAfter);
-          res.end(body);
-        });
+/** One liveness sweep for the sockets of every front door. */
+export function createLiveness(config: ServerConfig, hub: RealtimeHub): LivenessSweep {
+  const liveness = new LivenessSweep({
+    messageDeadlineMs: config.limits.messageDeadlineSeconds * 1000,
+    sessionIdleMs: config.limits.sessionIdleSeconds * 1000,
+    closed: (reason) => hub.metrics.closes.inc({ reason }),
+  });
+  liveness.start();
+  return liveness;
+}
 
-      void hub.authenticator.authenticate(credentials).then((auth) => {
-        if (aborted) return;
-        if (!auth.ok) {
-          hub.metrics.refusedConnections.inc({ reason: auth.status.startsWith('403') ? 'origin' : 'unauthorized' });
-          refuse(auth.status, auth.reason);
-          return;
-        }
-        const admission = hub.admit(auth.principal);
-        if (!admission.ok) {
-          // Loading ends in seconds; a full server or key frees up as users leave.
-          if (admission.reason === 'loading') refuse('503 Service Unavailable', 'model loading', '1');
-          // Draining for shutdown: a balancer retries another node, a client reconnects soon.
-          else if (admission.reason === 'draining') refuse('503 Service Unavailable', 'server shutting down', '1');
-          else if (admission.reason === 'full') refuse('503 Service Unavailable', 'server full', '5');
-          else refuse('429 Too Many Requests', 'too many sessions for this key', '5');
-          return;
-        }
-        res.cork(() => {
-          res.upgrade<SocketData>({ closed: false, remote, principal: auth.principal }, key, protocol, extensions, context);
-        });
-      });
-    },
+export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): RealtimeStats {
+  const stats: RealtimeStats = { connections: 0 };
+  const { config, hub, logger, liveness } = deps;
+  app.ws<SocketData>(REALTIME_PATH, {
+    ...socketLimits(config),
+
+    upgrade: (res, req, context) =>
+      handleUpgrade<SocketData>(hub, res, req, context, {
+        tokenParam: 'token',
+        data: (principal, request) => ({ closed: false, remote: request.remote, principal }),
+      }),
 
     open: (ws) => {
       stats.connections++;

@@ -4,6 +4,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 const MAIN = fileURLToPath(new URL('../../server/main.js', import.meta.url));
 
@@ -21,7 +24,10 @@ export async function startServerProcess(
   options: { waitReady?: boolean; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
 ): Promise<ServerProcess> {
   const { waitReady = true, timeoutMs = 60_000 } = options;
-  const proc = spawn(process.execPath, [MAIN, '--port', '0', '--threads', '2', ...args], {
+  // Each server its own queue store unless the test names one (to restart a server on it).
+  const ownDataDir = args.includes('--data-dir') ? undefined : mkdtempSync(path.join(tmpdir(), 'rd-data-'));
+  const dataArgs = ownDataDir ? ['--data-dir', ownDataDir] : [];
+  const proc = spawn(process.execPath, [MAIN, '--port', '0', '--threads', '2', ...dataArgs, ...args], {
     env: { ...process.env, LOG_LEVEL: 'info', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -69,7 +75,10 @@ export async function startServerProcess(
     httpUrl: `http://127.0.0.1:${port}`,
     proc,
     logs,
-    stop: () => stopProcess(proc),
+    stop: async () => {
+      await stopProcess(proc);
+      if (ownDataDir) rmSync(ownDataDir, { recursive: true, force: true });
+    },
   };
 }
 

@@ -1,0 +1,91 @@
+// Assembles fal's front door over the hub: its realtime route, its HTTP routes, the durable queue
+// (job store, runner, webhooks) and their metrics. Everything it runs goes through the hub's
+// sessions, scheduler and engine; nothing here validates, schedules or batches on its own.
+import { randomBytes } from 'node:crypto';
+import type { TemplatedApp } from '../transport/uws.js';
+import type { ServerConfig } from '../config.js';
+import type { Logger } from '../logger.js';
+import type { RealtimeHub } from '../realtime/hub.js';
+import type { LivenessSweep } from '../realtime/liveness.js';
+import { JobStore } from '../queue/job-store.js';
+import { AppTable } from './apps.js';
+import { FalMetrics } from './fal-metrics.js';
+import { FalHttpApi } from './http-api.js';
+import { registerFalHttp } from './http-routes.js';
+import { QueueRoutes } from './queue-routes.js';
+import { QueueRunner } from './queue-runner.js';
+import { registerFalRealtime } from './realtime-route.js';
+import { ResultFiles } from './result-files.js';
+import { WebhookDispatcher } from './webhooks.js';
+
+export interface FalFrontDoor {
+  /** Whether jobs survive restarts here: false when no SQLite driver could be loaded. */
+  readonly queueAvailable: boolean;
+  /** Draining: stop claiming queued jobs (those running finish with the drain). */
+  stopClaiming(): void;
+  /** After the drain: stop webhooks and close the store. */
+  close(): Promise<void>;
+}
+
+export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, config: ServerConfig, logger: Logger, liveness: LivenessSweep): Promise<FalFrontDoor> {
+  const { fal } = config;
+  const apps = new AppTable(fal.apps);
+  const imageFetch = { allowedHosts: fal.imageHosts, timeoutMs: fal.imageFetchTimeoutMs };
+
+  let store: JobStore | undefined;
+  let storeError: string | undefined;
+  try {
+    store = await JobStore.open(fal.dataDir, { maxQueued: fal.maxQueued, maxQueuedPerKey: fal.maxQueuedPerKey, resultTtlMs: fal.resultTtlMs });
+    if (store.recovered > 0) logger.warn({ jobs: store.recovered }, 'queued jobs that were running when the server stopped are queued again');
+  } catch (err) {
+    storeError = (err as Error).message;
+    logger.error({ dataDir: fal.dataDir, err: storeError }, "fal's queue API is unavailable: its store cannot open");
+  }
+  const metrics = new FalMetrics(hub.metrics, () => store ? store.counts() : Promise.resolve({ queued: 0, running: 0 }));
+
+  let webhooks: WebhookDispatcher | undefined;
+  let runner: QueueRunner | undefined;
+  if (store) {
+    const secret = fal.webhookSecret ?? randomBytes(32).toString('hex');
+    if (!fal.webhookSecret) logger.warn('no WEBHOOK_SECRET or TOKEN_SECRET: webhooks are signed with a random per-process secret receivers cannot know');
+    webhooks = new WebhookDispatcher(store, { secret }, {
+      delivered: () => metrics.webhooks.inc({ outcome: 'delivered' }),
+      retried: () => metrics.webhooks.inc({ outcome: 'retried' }),
+      gaveUp: () => metrics.webhooks.inc({ outcome: 'gave_up' }),
+    }, logger);
+    webhooks.start();
+    const dispatcher = webhooks;
+    runner = new QueueRunner(hub, store, apps, imageFetch, {
+      // Never every slot of a batch: scheduler.ts keeps one for interactive work anyway.
+      slots: Math.max(1, config.maxBatch - 1),
+      maxAttempts: 5,
+      pollMs: 250,
+      expireEveryMs: 60_000,
+    }, {
+      webhookQueued: () => dispatcher.kick(),
+      finished: (outcome) => metrics.queueJobs.inc({ outcome }),
+    }, logger);
+    const started = runner;
+    void hub.ready.then(() => started.start(), () => {});
+  }
+
+  const files = new ResultFiles(store);
+  const api = new FalHttpApi({ hub, apps, imageFetch, queue: new QueueRoutes(hub, apps, store, runner, storeError), files, logger });
+  registerFalRealtime(app, { config, hub, logger, liveness, apps, imageFetch });
+  registerFalHttp(app, api, hub.authenticator, {
+    maxBodyBytes: Math.ceil((config.limits.maxImageBytes * 4) / 3) + 64 * 1024,
+    publicUrl: fal.publicUrl,
+    tls: config.tls !== undefined,
+  });
+  logger.info({ apps: apps.list().map((a) => a.id), queue: store ? fal.dataDir : `unavailable: ${storeError}` }, 'fal API ready to serve');
+
+  return {
+    queueAvailable: store !== undefined,
+    stopClaiming: () => runner?.stop(),
+    async close() {
+      runner?.stop();
+      await webhooks?.stop();
+      await store?.close();
+    },
+  };
+}

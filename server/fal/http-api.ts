@@ -1,0 +1,200 @@
+// fal's HTTP API as one dispatcher: fal.run and fal.stream (`/{app}` and `/{app}/stream`), the
+// queue (`/queue/...`, queue-routes.ts), `POST /tokens/` and result files. Requests arrive either
+// at these paths directly or at `/api/fal/proxy` carrying fal's own URL in `x-fal-target-url` (the
+// route and header of @fal-ai/server-proxy): the target's host picks fal.run, queue.fal.run or
+// rest.fal.ai and its path is served as if it had come directly.
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../logger.js';
+import type { RealtimeHub } from '../realtime/hub.js';
+import type { Principal } from '../security/authenticator.js';
+import type { AppTable } from './apps.js';
+import { httpStatusFor, sendError, sendFieldErrors } from './errors.js';
+import { falErrorFromNative, mapFalInput, type FalPlan } from './fal-input.js';
+import { contentTypeOf, dataUri, falImageResult, falPreviewResult } from './fal-output.js';
+import type { FalRequest, Responder } from './http-exchange.js';
+import { resolveImageUrl } from './image-source.js';
+import { runOneShot } from './one-shot.js';
+import type { QueueRoutes } from './queue-routes.js';
+import type { ImageFetchPolicy } from './realtime-connection.js';
+import type { ResultFiles } from './result-files.js';
+import { FIELD_CODES } from './errors.js';
+
+export const PROXY_PATH = '/api/fal/proxy';
+
+const FAL_HOSTS = { 'fal.run': 'run', 'queue.fal.run': 'queue', 'rest.fal.ai': 'rest' } as const;
+type FalHost = (typeof FAL_HOSTS)[keyof typeof FAL_HOSTS];
+
+export interface FalHttpDeps {
+  hub: RealtimeHub;
+  apps: AppTable;
+  imageFetch: ImageFetchPolicy;
+  queue: QueueRoutes;
+  files: ResultFiles;
+  logger: Logger;
+}
+
+export class FalHttpApi {
+  constructor(private readonly deps: FalHttpDeps) {}
+
+  /** Entry for every fal route; `r` answers, whatever happens. */
+  async handle(req: FalRequest, r: Responder, onAbort: (cancel: () => void) => void): Promise<void> {
+    try {
+      if (req.path === PROXY_PATH) {
+        const target = this.proxyTarget(req);
+        if (!target) {
+          sendError(r, 400, 'bad_target', 'x-fal-target-url must be an https URL on fal.run, queue.fal.run or rest.fal.ai');
+          return;
+        }
+        const query = new URLSearchParams(target.url.search);
+        for (const [name, value] of req.query) if (!query.has(name)) query.set(name, value);
+        await this.serve(target.host, { ...req, path: decodeURIComponent(target.url.pathname), query }, r, onAbort);
+        return;
+      }
+      if (req.path.startsWith('/files/')) await this.deps.files.serve(req, r);
+      else if (req.path.startsWith('/queue/')) await this.serve('queue', { ...req, path: req.path.slice('/queue'.length) }, r, onAbort);
+      else if (req.path === '/tokens/' || req.path === '/tokens' || req.path.startsWith('/storage/')) await this.serve('rest', req, r, onAbort);
+      else await this.serve('run', req, r, onAbort);
+    } catch (err) {
+      this.deps.logger.error({ err, path: req.path }, 'fal route failed');
+      sendError(r, 500, 'internal', 'internal error');
+    }
+  }
+
+  private proxyTarget(req: FalRequest): { host: FalHost; url: URL } | undefined {
+    let url: URL;
+    try {
+      url = new URL(req.header('x-fal-target-url'));
+    } catch {
+      return undefined;
+    }
+    const host = FAL_HOSTS[url.hostname as keyof typeof FAL_HOSTS];
+    return host && (url.protocol === 'https:' || url.protocol === 'http:') ? { host, url } : undefined;
+  }
+
+  private async serve(host: FalHost, req: FalRequest, r: Responder, onAbort: (cancel: () => void) => void): Promise<void> {
+    if (host === 'rest' && req.path.startsWith('/files/')) return this.deps.files.serve(req, r);
+    const principal = this.authenticate(req, r);
+    if (!principal) return;
+    if (host === 'rest') return this.rest(req, r, principal);
+    if (host === 'queue') return this.deps.queue.handle(req, r, principal);
+    return this.run(req, r, principal, onAbort);
+  }
+
+  /** `Authorization: Key <key>` (or Bearer); an open server (no keys) serves everyone as anonymous. */
+  authenticate(req: FalRequest, r: Responder): Principal | undefined {
+    const { authenticator } = this.deps.hub;
+    if (!authenticator.originAllowed(req.header('origin'), req.header('host'))) {
+      sendError(r, 403, 'origin_not_allowed', 'origin not allowed');
+      return undefined;
+    }
+    if (!authenticator.required) return { keyId: 'anonymous' };
+    const keyId = authenticator.keyFromHeader(req.header('authorization'));
+    if (keyId) return { keyId };
+    sendError(r, 401, 'unauthorized', 'a valid API key is required: Authorization: Key <key>');
+    return undefined;
+  }
+
+  private async rest(req: FalRequest, r: Responder, principal: Principal): Promise<void> {
+    if ((req.path === '/tokens/' || req.path === '/tokens') && req.method === 'post') {
+      // fal's client wants the token as a bare JSON string; its lifetime is the server's --token-ttl.
+      const { token } = await this.deps.hub.authenticator.tokens.issue(principal.keyId);
+      r.json(201, token);
+      return;
+    }
+    sendError(r, 404, 'not_found', `no such route: ${req.method.toUpperCase()} ${req.path} (file uploads through fal's storage API are not served; send images as data URIs)`);
+  }
+
+  /** Parses the JSON input and maps it; answers the error itself when it cannot. */
+  async planFor(req: FalRequest, r: Responder, appPath: string): Promise<{ plan: FalPlan; app: ReturnType<AppTable['match']> & {} } | undefined> {
+    const match = this.deps.apps.match(appPath);
+    if (!match) {
+      sendError(r, 404, 'unknown_app', this.deps.apps.unknownAppMessage(appPath));
+      return undefined;
+    }
+    let input: unknown = {};
+    if (req.body.byteLength > 0) {
+      try {
+        input = JSON.parse(req.body.toString('utf8'));
+      } catch {
+        sendError(r, 400, 'bad_json', 'the request body is not valid JSON');
+        return undefined;
+      }
+    } else if (req.method === 'get') {
+      input = Object.fromEntries(req.query);
+    }
+    const model = this.deps.hub.model();
+    if (!model) {
+      sendError(r, 503, 'not_ready', 'the model is loading; retry shortly', 1000);
+      return undefined;
+    }
+    const mapped = mapFalInput(input, match.app, model, this.deps.hub.limits());
+    if (!mapped.ok) {
+      sendFieldErrors(r, [mapped.error]);
+      return undefined;
+    }
+    return { plan: mapped.plan, app: match };
+  }
+
+  /** The plan's image_url fetched into the generate request; false after answering an error. */
+  async resolveImage(plan: FalPlan, r: Responder): Promise<FalPlan | undefined> {
+    if (plan.imageUrl === undefined) return plan;
+    const image = await resolveImageUrl(plan.imageUrl, { ...this.deps.imageFetch, maxBytes: this.deps.hub.limits().maxImageBytes });
+    if (image.ok) return { ...plan, generate: { ...plan.generate, image: image.bytes } };
+    const status = image.code === 'image_url_forbidden' ? 422 : image.code === 'image_too_large' ? 413 : 422;
+    if (status === 422) sendFieldErrors(r, [{ code: image.code, message: image.message, loc: ['body', 'image_url'], type: 'value_error' }]);
+    else sendError(r, status, image.code, image.message);
+    return undefined;
+  }
+
+  /** fal.run (JSON output) and fal.stream (`/stream`: server-sent events, one per step's preview,
+   * then the output). Runs as interactive work, beside the realtime sessions. */
+  private async run(req: FalRequest, r: Responder, principal: Principal, onAbort: (cancel: () => void) => void): Promise<void> {
+    const stream = req.path.endsWith('/stream');
+    const planned = await this.planFor(req, r, stream ? req.path.slice(0, -'/stream'.length) : req.path);
+    if (!planned) return;
+    const plan = await this.resolveImage(planned.plan, r);
+    if (!plan || r.gone) return;
+    const admission = this.deps.hub.admit(principal);
+    if (!admission.ok) {
+      const status = admission.reason === 'key_limit' ? 429 : 503;
+      sendError(r, status, admission.reason === 'draining' ? 'shutting_down' : admission.reason === 'loading' ? 'not_ready' : 'overloaded', `not accepted now: ${admission.reason}`, 1000);
+      return;
+    }
+    const requestId = randomUUID();
+    const headers = { 'x-fal-request-id': requestId };
+    const events = stream ? r.events(headers) : undefined;
+    const shot = runOneShot(this.deps.hub, principal, { ...plan.generate, previews: stream ? true : plan.generate.previews }, {
+      onPreview: (preview) => {
+        const url = dataUri(preview.image, 'image/jpeg');
+        events?.event(falPreviewResult(preview, { plan, image: { url } }));
+      },
+    });
+    onAbort(() => shot.cancel());
+    const outcome = await shot.done;
+    if (!outcome.ok) {
+      const error = 'error' in outcome ? outcome.error : undefined;
+      const code = error?.code ?? 'cancelled';
+      const message = error?.message ?? 'the request was cancelled';
+      if (events) {
+        events.event({ error: { code, message }, request_id: requestId });
+        events.end();
+      } else if (error && FIELD_CODES.has(error.code)) {
+        sendFieldErrors(r, [falErrorFromNative(error.code, error.message, plan)], headers);
+      } else {
+        sendError(r, error ? httpStatusFor(error.code) : 499, code, message, error?.retryAfterMs, headers);
+      }
+      return;
+    }
+    const { frame } = outcome;
+    const contentType = contentTypeOf(frame.format);
+    const url = plan.syncMode ? dataUri(frame.image, contentType) : await this.deps.files.keep(principal, planned.app.app.id, frame.image, contentType, req.publicBase);
+    const prompt = typeof plan.generate.prompt === 'string' ? plan.generate.prompt : '';
+    const result = falImageResult(frame, { plan, prompt, image: { url } });
+    if (events) {
+      events.event(result);
+      events.end();
+    } else {
+      r.json(200, result, headers);
+    }
+  }
+}

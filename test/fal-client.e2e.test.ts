@@ -1,0 +1,263 @@
+// The official fal client (@fal-ai/client, pinned) against the real server, configured only by
+// falSelfHost(): realtime with both image conventions, request_id echo, throttling and
+// max_buffering, an unauthorised token; subscribe (polling and streaming), the queue, run and
+// stream; a webhook retried after a 500; bad input through fal's routes.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import sharp from 'sharp';
+import { ApiError, ValidationError } from '@fal-ai/client';
+import { verifyWebhookSignature } from '../shared/webhook-signature.js';
+import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
+import { cameraFrame, FAL_ENV, FAL_KEY, falClientFor, OTHER_KEY, startHookReceiver, waitFor, WEBHOOK_SECRET, type FalClient } from './helpers/fal-server.js';
+
+const I2I = 'fal-ai/fast-turbo-diffusion/image-to-image';
+const T2I = 'fal-ai/fast-lcm-diffusion';
+
+let server: ServerProcess;
+let fal: FalClient;
+let viaProxy: FalClient;
+const uninstalls: (() => void)[] = [];
+
+before(async () => {
+  server = await startServerProcess([], { env: FAL_ENV });
+  const direct = falClientFor(server.httpUrl);
+  const proxied = falClientFor(server.httpUrl, { via: 'proxy' });
+  fal = direct.fal;
+  viaProxy = proxied.fal;
+  uninstalls.push(direct.uninstall, proxied.uninstall);
+});
+after(async () => {
+  for (const uninstall of uninstalls) uninstall();
+  await server?.stop();
+});
+
+type Result = Record<string, any>;
+
+/** Before the socket opens, fal's client keeps only the newest input: a burst must follow an
+ * answered first input to reach the server whole. */
+async function opened(connection: { send(input: Record<string, unknown>): void }, results: Result[]): Promise<void> {
+  connection.send({ prompt: 'warm up', num_inference_steps: 1, request_id: 'open' });
+  await waitFor(() => results.find((r) => r.request_id === 'open'), 30_000, 'the first result');
+  results.length = 0;
+}
+
+/** A realtime connection collecting results and errors. */
+function realtime(client: FalClient, app: string, options: { maxBuffering?: number; throttleInterval?: number; tokenProvider?: (app: string) => Promise<string> } = {}) {
+  const results: Result[] = [];
+  const errors: Error[] = [];
+  const connection = client.realtime.connect(app, {
+    throttleInterval: options.throttleInterval ?? 0,
+    ...(options.maxBuffering ? { maxBuffering: options.maxBuffering } : {}),
+    ...(options.tokenProvider ? { tokenProvider: options.tokenProvider } : {}),
+    onResult: (result: Result) => results.push(result),
+    onError: (error: Error) => errors.push(error),
+  });
+  return { connection, results, errors };
+}
+
+describe('fal realtime through the official client', () => {
+  test('image_bytes in, images[0].content out, request_id and seed echoed', async () => {
+    const { connection, results, errors } = realtime(fal, I2I);
+    connection.send({ prompt: 'a red apple', image_bytes: await cameraFrame(), strength: 0.6, num_inference_steps: 2, seed: 42, request_id: 'bytes-1' });
+    const result = await waitFor(() => results[0], 30_000, 'a realtime result');
+    connection.close();
+    assert.deepEqual(errors, []);
+    assert.equal(result.request_id, 'bytes-1');
+    assert.equal(result.seed, 42);
+    assert.equal(result.num_inference_steps, 1, 'floor(2 x 0.6) steps ran');
+    const [image] = result.images;
+    assert.ok(image.content instanceof Uint8Array && image.content.byteLength > 500);
+    assert.equal(image.content_type, 'image/jpeg');
+    const meta = await sharp(image.content).metadata();
+    assert.deepEqual([meta.format, meta.width, meta.height, image.width, image.height], ['jpeg', 256, 256, 256, 256]);
+    assert.deepEqual(result.has_nsfw_concepts, [false]);
+    assert.equal(typeof result.timings.inference, 'number');
+  });
+
+  test('image_url as a data URI with sync_mode: images[0].url is a data URI', async () => {
+    const { connection, results } = realtime(fal, I2I);
+    const uri = `data:image/png;base64,${(await cameraFrame(10, 'png')).toString('base64')}`;
+    connection.send({ prompt: 'a red apple', image_url: uri, sync_mode: true, strength: 0.5, num_inference_steps: 2, request_id: 'uri-1' });
+    const result = await waitFor(() => results[0], 30_000, 'a realtime result');
+    connection.close();
+    assert.equal(result.request_id, 'uri-1');
+    assert.match(result.images[0].url, /^data:image\/jpeg;base64,/);
+    const bytes = Buffer.from(result.images[0].url.split(',')[1], 'base64');
+    assert.equal((await sharp(bytes).metadata()).width, 256);
+  });
+
+  test('stream_previews: each step a partial result before the final one', async () => {
+    const { connection, results } = realtime(fal, T2I);
+    connection.send({ prompt: 'a blue square', num_inference_steps: 3, stream_previews: true, request_id: 'p-1' });
+    await waitFor(() => results.find((r) => !r.partial), 30_000, 'the final result');
+    connection.close();
+    const partials = results.filter((r) => r.partial);
+    assert.deepEqual(partials.map((r) => r.step), [1, 2], 'a preview for each step but the last');
+    assert.ok(partials.every((r) => r.request_id === 'p-1' && r.images[0].content instanceof Uint8Array));
+  });
+
+  test('a burst without max_buffering: the newest input wins and gets its result', async () => {
+    const { connection, results } = realtime(fal, I2I);
+    const frame = await cameraFrame();
+    await opened(connection, results);
+    for (let i = 0; i < 12; i++) connection.send({ prompt: `frame ${i}`, image_bytes: frame, strength: 0.5, num_inference_steps: 2, seed: i, request_id: `b-${i}` });
+    await waitFor(() => results.find((r) => r.request_id === 'b-11'), 30_000, 'the last input\'s result');
+    connection.close();
+    assert.ok(results.length < 12, `stale inputs were dropped (${results.length} results)`);
+  });
+
+  test('max_buffering 3: results in input order, the oldest waiting inputs dropped', async () => {
+    const { connection, results } = realtime(fal, I2I, { maxBuffering: 3 });
+    const frame = await cameraFrame();
+    await opened(connection, results);
+    for (let i = 0; i < 12; i++) connection.send({ prompt: `frame ${i}`, image_bytes: frame, strength: 0.5, num_inference_steps: 2, seed: i, request_id: i });
+    await waitFor(() => results.find((r) => r.request_id === 11), 60_000, 'the last input\'s result');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    connection.close();
+    const ids = results.map((r) => r.request_id as number);
+    assert.deepEqual(ids, [...ids].sort((a, b) => a - b), 'in input order');
+    // The burst outran the model: one input ran, one waited in the session, and the buffer kept the
+    // newest of the rest, 3 waiting in all; the older ones were dropped.
+    // (Exactly [0, 1, 10, 11] when the burst lands before input 0 finishes, as it does here.)
+    assert.deepEqual(ids.slice(-2), [10, 11]);
+    assert.ok(ids.length <= 5, `the oldest waiting inputs were dropped (${ids.join(',')})`);
+  });
+
+  test('throttleInterval (the client\'s default 128 ms) still ends with the newest input', async () => {
+    const { connection, results } = realtime(fal, I2I, { throttleInterval: 128 });
+    const frame = await cameraFrame();
+    for (let i = 0; i < 8; i++) {
+      connection.send({ prompt: 'frame', image_bytes: frame, strength: 0.5, num_inference_steps: 2, seed: i, request_id: `t-${i}` });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await waitFor(() => results.find((r) => r.request_id === 't-7'), 30_000, 'the newest input\'s result');
+    connection.close();
+  });
+
+  test('an unauthorised token: onError, no result, the socket closed by the server', async () => {
+    const { connection, results, errors } = realtime(fal, I2I, { tokenProvider: async () => 'not-a-token' });
+    connection.send({ prompt: 'x', num_inference_steps: 1 });
+    const error = await waitFor(() => errors[0], 10_000, 'an error');
+    connection.close();
+    assert.match(error.message, /Unauthorized/);
+    assert.equal(results.length, 0);
+  });
+
+  test('bad input over realtime: x-fal-error reaches onError, the next good input still runs', async () => {
+    const { connection, results, errors } = realtime(fal, I2I);
+    connection.send({ prompt: 'x', num_inference_steps: 99, request_id: 'bad' });
+    const error = await waitFor(() => errors[0], 10_000, 'an error');
+    assert.ok(error instanceof ApiError);
+    assert.match(error.message, /num_inference_steps/);
+    connection.send({ prompt: 'x', image_bytes: Buffer.from('not an image'), request_id: 'bad-image' });
+    await waitFor(() => errors[1], 10_000, 'a second error');
+    assert.match(errors[1].message, /image/);
+    connection.send({ prompt: 'fine', num_inference_steps: 2, request_id: 'good' });
+    const result = await waitFor(() => results.find((r) => r.request_id === 'good'), 30_000, 'a result after the errors');
+    connection.close();
+    assert.ok(result.images[0].content.byteLength > 0);
+  });
+});
+
+describe('fal HTTP through the official client', () => {
+  const input = { prompt: 'a small house', num_inference_steps: 2, seed: 3 };
+
+  for (const [name, client] of [['direct routes', () => fal], ['the x-fal-target-url proxy route', () => viaProxy]] as const) {
+    test(`run, subscribe (polling and streaming), queue and stream via ${name}`, async () => {
+      const c = client();
+      const run = await c.run(T2I, { input });
+      assert.ok(run.requestId, 'x-fal-request-id is exposed');
+      const url: string = (run.data as Result).images[0].url;
+      assert.match(url, new RegExp(`^${server.httpUrl}/files/`));
+      const fetched = await fetch(url);
+      assert.equal(fetched.headers.get('content-type'), 'image/jpeg');
+      assert.equal((await sharp(Buffer.from(await fetched.arrayBuffer())).metadata()).width, 256);
+
+      const polled = await c.subscribe(I2I, { input: { ...input, image_url: `data:image/jpeg;base64,${(await cameraFrame()).toString('base64')}`, strength: 0.6 }, pollInterval: 100 });
+      assert.equal((polled.data as Result).seed, 3);
+      const streamed = await c.subscribe(T2I, { input: { ...input, sync_mode: true }, mode: 'streaming' });
+      assert.match((streamed.data as Result).images[0].url, /^data:image\/jpeg;base64,/);
+
+      const submitted = await c.queue.submit(T2I, { input });
+      const done = await waitFor(async () => {
+        const status = await c.queue.status(T2I, { requestId: submitted.request_id, logs: true });
+        return status.status === 'COMPLETED' ? status : undefined;
+      }, 30_000, 'COMPLETED');
+      assert.equal(done.request_id, submitted.request_id);
+      const result = await c.queue.result(T2I, { requestId: submitted.request_id });
+      assert.equal(result.requestId, submitted.request_id);
+      assert.equal((result.data as Result).seed, 3);
+
+      const stream = await c.stream(T2I, { input: { ...input, num_inference_steps: 3 } });
+      const events: Result[] = [];
+      for await (const event of stream) events.push(event as Result);
+      const output = (await stream.done()) as Result;
+      assert.deepEqual(events.filter((e) => e.partial).map((e) => e.step), [1, 2]);
+      assert.equal(output.images.length, 1);
+    });
+  }
+
+  test('queue.cancel of a queued request; another key cannot see, cancel or fetch it', async () => {
+    const submitted = await fal.queue.submit(T2I, { input: { ...input, num_inference_steps: 8 } });
+    const other = falClientFor(server.httpUrl, { credentials: OTHER_KEY });
+    uninstalls.push(other.uninstall);
+    await assert.rejects(other.fal.queue.status(T2I, { requestId: submitted.request_id }), (err: ApiError<unknown>) => err.status === 404);
+    await assert.rejects(other.fal.queue.result(T2I, { requestId: submitted.request_id }), (err: ApiError<unknown>) => err.status === 404);
+    await assert.rejects(other.fal.queue.cancel(T2I, { requestId: submitted.request_id }), (err: ApiError<unknown>) => err.status === 404);
+    await fal.queue.cancel(T2I, { requestId: submitted.request_id }).catch(() => {});
+    const status = await waitFor(async () => {
+      const s = await fal.queue.status(T2I, { requestId: submitted.request_id });
+      return s.status === 'COMPLETED' ? (s as Result) : undefined;
+    }, 30_000, 'the cancelled request to end');
+    // Cancelled while queued, or stopped at its next step, or finished first: all end COMPLETED.
+    assert.ok(status.error === undefined || status.error === 'cancelled' || /cancel/.test(String(status.error)));
+  });
+
+  test('a webhook is signed, and retried after the receiver first answers 500', async () => {
+    const receiver = await startHookReceiver(1);
+    try {
+      const submitted = await fal.queue.submit(T2I, { input, webhookUrl: receiver.url });
+      const hook = await waitFor(() => receiver.hooks.find((h) => h.headers['x-fal-webhook-request-id'] === submitted.request_id), 30_000, 'the webhook');
+      assert.equal(receiver.attempts.get(submitted.request_id), 2, 'one 500, then delivered');
+      assert.ok(verifyWebhookSignature(WEBHOOK_SECRET, hook.headers as Record<string, string>, hook.body));
+      const body = JSON.parse(hook.body);
+      assert.deepEqual([body.request_id, body.status, body.error], [submitted.request_id, 'OK', null]);
+      assert.equal(body.payload.images.length, 1);
+      const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text();
+      assert.match(metrics, /fal_webhook_deliveries_total\{outcome="retried"\} [1-9]/);
+      assert.match(metrics, /fal_webhook_deliveries_total\{outcome="delivered"\} [1-9]/);
+    } finally {
+      await receiver.close();
+    }
+  });
+});
+
+describe('bad input through fal\'s routes', () => {
+  test('wrong types and out-of-range steps: 422 ValidationError naming the field', async () => {
+    for (const bad of [{ prompt: 'x', num_inference_steps: 'two' }, { prompt: 'x', num_inference_steps: 99 }, { prompt: 42 }, { prompt: 'x', image_size: 'huge' }]) {
+      await assert.rejects(fal.run(T2I, { input: bad as never }), (err: unknown) => {
+        assert.ok(err instanceof ValidationError, `ValidationError for ${JSON.stringify(bad)}`);
+        assert.equal(err.status, 422);
+        assert.ok(err.fieldErrors.length > 0 && err.fieldErrors[0].loc.includes(Object.keys(bad).at(-1)!), JSON.stringify(err.body));
+        return true;
+      });
+    }
+    await assert.rejects(fal.queue.submit(T2I, { input: { prompt: 'x', num_inference_steps: 99 } }), (err: unknown) => err instanceof ValidationError);
+  });
+
+  test('an undecodable image, an unknown app, an unknown request, an oversized body', async () => {
+    await assert.rejects(fal.run(I2I, { input: { prompt: 'x', image_url: 'data:image/png;base64,AAAAAAAA' } }), (err: ApiError<unknown>) => err.status === 422 && /image/.test(err.message));
+    await assert.rejects(fal.run('fal-ai/flux/dev', { input: { prompt: 'x' } }), (err: ApiError<unknown>) => err.status === 404 && /fast-turbo-diffusion/.test(err.message));
+    await assert.rejects(fal.queue.status(T2I, { requestId: '00000000-0000-4000-8000-000000000000' }), (err: ApiError<unknown>) => err.status === 404);
+    const big = await fetch(`${server.httpUrl}/${T2I}`, {
+      method: 'POST', headers: { authorization: `Key ${FAL_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'x'.repeat(13 * 1024 * 1024) }),
+    });
+    assert.equal(big.status, 413);
+    const noKey = await fetch(`${server.httpUrl}/${T2I}`, { method: 'POST', body: '{}' });
+    assert.equal(noKey.status, 401);
+    // The server and its sessions are unaffected.
+    const ok = await fal.run(T2I, { input: { prompt: 'still fine', num_inference_steps: 1 } });
+    assert.equal((ok.data as Result).images.length, 1);
+    assert.equal((await fetch(`${server.httpUrl}/readyz`)).status, 200);
+  });
+});
