@@ -57,6 +57,9 @@ RUN npm run build && npm prune --omit=dev \
 FROM ${BASE_IMAGE}
 COPY --from=build /usr/local/bin/node /usr/local/bin/node
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app
+# fal's queue keeps jobs and result images in SQLite here (docs/fal.md): mount a volume to keep
+# them across container restarts.
+RUN mkdir -p /data && chown app /data
 WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules node_modules
@@ -66,6 +69,8 @@ ENV HOST=0.0.0.0 PORT=8080
 # A fixed glibc mmap threshold hands freed image buffers back to the OS instead of keeping them in
 # its heaps, so memory comes back after a burst of large images (docs/security.md).
 ENV MALLOC_MMAP_THRESHOLD_=131072
+ENV DATA_DIR=/data
+VOLUME /data
 EXPOSE 8080
 USER app
 # /readyz turns 200 once the model is loaded and warmed up (seconds for the embedded model).

@@ -70,7 +70,7 @@ export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, conf
   }
 
   const files = new ResultFiles(store);
-  const api = new FalHttpApi({ hub, apps, imageFetch, queue: new QueueRoutes(hub, apps, store, runner, storeError), files, logger });
+  const api = new FalHttpApi({ hub, apps, imageFetch, queue: new QueueRoutes(hub, apps, store, runner, storeError, fal.imageHosts), files, logger });
   registerFalRealtime(app, { config, hub, logger, liveness, apps, imageFetch });
   registerFalHttp(app, api, hub.authenticator, {
     maxBodyBytes: Math.ceil((config.limits.maxImageBytes * 4) / 3) + 64 * 1024,

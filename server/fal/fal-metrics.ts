@@ -16,7 +16,7 @@ export class FalMetrics {
       name: 'fal_webhook_deliveries_total', help: 'Webhook delivery attempts by outcome (delivered, retried, gave_up)', labelNames: ['outcome'], registers,
     });
     new Gauge({
-      name: 'fal_queue_jobs', help: 'Jobs in the queue store by state (queued, running), all nodes sharing it', labelNames: ['state'], registers,
+      name: 'fal_queue_jobs', help: 'Jobs in the queue store by state (queued, running)', labelNames: ['state'], registers,
       async collect() {
         const counts = await queueCounts().catch(() => undefined);
         if (!counts) return;

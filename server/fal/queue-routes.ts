@@ -15,9 +15,9 @@ import { falErrorFromNative, mapFalInput } from './fal-input.js';
 import type { FalRequest, Responder } from './http-exchange.js';
 import type { QueueRunner } from './queue-runner.js';
 import { queuedJobInput } from './queued-job.js';
+import { isAllowedHost } from './image-source.js';
 
-/** How often a status stream looks at its job. The store is the truth, so this works whichever
- * node runs the job. */
+/** How often a status stream looks at its job: the store, not this process's memory, is the truth. */
 const STATUS_STREAM_POLL_MS = 200;
 
 export class QueueRoutes {
@@ -27,7 +27,16 @@ export class QueueRoutes {
     private readonly store: JobStore | undefined,
     private readonly runner: QueueRunner | undefined,
     private readonly storeError: string | undefined,
+    private readonly imageHosts: string[],
   ) {}
+
+  private imageHostAllowed(url: string): boolean {
+    try {
+      return isAllowedHost(new URL(url), this.imageHosts);
+    } catch {
+      return false;
+    }
+  }
 
   async handle(req: FalRequest, r: Responder, principal: Principal): Promise<void> {
     const store = this.store;
@@ -95,6 +104,11 @@ export class QueueRoutes {
     const checked = validateMessage({ type: 'generate', id: 1, ...mapped.plan.generate }, this.hub.limits(), model);
     if (!checked.ok) {
       sendFieldErrors(r, [falErrorFromNative(checked.code, checked.message, mapped.plan)]);
+      return;
+    }
+    const { imageUrl } = mapped.plan;
+    if (imageUrl !== undefined && !imageUrl.startsWith('data:') && !this.imageHostAllowed(imageUrl)) {
+      sendFieldErrors(r, [{ code: 'image_url_forbidden', message: 'image_url names a host this server may not fetch from (--image-hosts); send a data URI', loc: ['body', 'image_url'], type: 'value_error' }]);
       return;
     }
     const webhookUrl = req.query.get('fal_webhook') ?? undefined;

@@ -60,7 +60,9 @@ export function registerFalRealtime(app: TemplatedApp, deps: FalRealtimeDeps): v
         }
         handleUpgrade<FalSocketData>(hub, res, req, context, {
           tokenParam: 'fal_jwt_token',
-          data: (principal) => ({ closed: false, app: match.app, principal, maxBuffering }),
+          // The token admits the connection, which then lives on as it does on fal: fal's client
+          // has no in-band renewal (it fetches a fresh token for its next connection).
+          data: (principal) => ({ closed: false, app: match.app, principal: { keyId: principal.keyId }, maxBuffering }),
           unauthorizedData: (reason) => ({ closed: false, app: match.app, unauthorized: reason }),
         });
       },

@@ -55,6 +55,9 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
   const sessions = new Set<RealtimeSession>();
   let draining = false;
   const sessionsPerKey = new Map<string, number>();
+  // Queued jobs run as sessions too (for the drain and the scheduler) but are not a user's
+  // connection: they count toward neither --max-sessions nor a key's session limit.
+  let backgroundSessions = 0;
   const { security } = config;
   const authenticator = new Authenticator(
     security.apiKeys,
@@ -63,7 +66,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
   );
   const imageBudget = new ImageBudget(config.imageMemoryBytes);
   const metrics = new ServerMetrics({
-    sessions: () => sessions.size,
+    sessions: () => sessions.size - backgroundSessions,
     pendingRequests: () => {
       let open = 0;
       for (const session of sessions) open += session.openRequests;
@@ -146,7 +149,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
       };
       if (draining) return refuse('draining');
       if (!engine.ready) return refuse('loading');
-      if (sessions.size >= config.maxSessions) return refuse('full');
+      if (sessions.size - backgroundSessions >= config.maxSessions) return refuse('full');
       // Per-key limits need keys: an open (keyless, loopback) server is bounded by --max-sessions alone.
       const perKey = sessionsPerKey.get(principal.keyId) ?? 0;
       if (authenticator.required && perKey >= config.limits.maxSessionsPerKey) return refuse('key_limit');
@@ -174,16 +177,21 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
         background: options.background,
       }, metrics, logger);
       sessions.add(session);
-      sessionsPerKey.set(principal.keyId, (sessionsPerKey.get(principal.keyId) ?? 0) + 1);
+      if (session.background) backgroundSessions++;
+      else sessionsPerKey.set(principal.keyId, (sessionsPerKey.get(principal.keyId) ?? 0) + 1);
       return { session, hello: { type: 'hello', protocol: PROTOCOL_VERSION, model: info, limits: sessionLimits } };
     },
     closeSession(session) {
       if (!sessions.delete(session)) return;
+      session.close();
+      if (session.background) {
+        backgroundSessions--;
+        return;
+      }
       const { keyId } = session.principal;
       const left = (sessionsPerKey.get(keyId) ?? 1) - 1;
       if (left > 0) sessionsPerKey.set(keyId, left);
       else sessionsPerKey.delete(keyId);
-      session.close();
     },
     async drain(timeoutMs) {
       draining = true;
