@@ -176,9 +176,10 @@ export const USAGE = `Usage: npm start -- [options]
   --log-level LEVEL    pino level (default info; env LOG_LEVEL)
   --log-pretty         human-readable logs (env LOG_PRETTY=1)
 fal's API (docs/fal.md):
-  --app ID=DIR         serve fal app id ID (owner/alias, with its sub-paths); repeatable. DIR must be the
-                       --model folder: one server serves one model (default: fal-ai/fast-turbo-diffusion,
-                       fal-ai/fast-lcm-diffusion and fal-ai/lcm-sd15-i2i; env APPS: comma-separated)
+  --app ID=DIR         serve fal app id ID (owner/alias, with its sub-paths) with the model folder DIR; repeatable.
+                       Each folder is loaded once, in its own inference process, beside --model (default:
+                       fal-ai/fast-turbo-diffusion, fal-ai/fast-lcm-diffusion and fal-ai/lcm-sd15-i2i on --model;
+                       env APPS: comma-separated)
   --data-dir DIR       the queue's SQLite database and result images (default ./data; env DATA_DIR)
   --queue-max N        queued jobs at most; more get 429 (default 10000)
   --queue-max-per-key N  queued jobs per API key (default 1000)
@@ -254,10 +255,6 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     fal = loadFalConfig({ ...flags, app: flags.apps }, env, modelDir, integer);
   } catch (err) {
     throw err instanceof ConfigError ? err : new ConfigError((err as Error).message);
-  }
-  const elsewhere = fal.apps.find((app) => app.modelDir !== modelDir);
-  if (elsewhere) {
-    throw new ConfigError(`--app ${elsewhere.id}=${elsewhere.modelDir}: one server serves one model folder (--model ${modelDir}); run another server for another model`);
   }
   return {
     host,

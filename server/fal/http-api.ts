@@ -7,7 +7,8 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from '../logger.js';
 import type { RealtimeHub } from '../realtime/hub.js';
 import type { Principal } from '../security/authenticator.js';
-import type { AppTable } from './apps.js';
+import type { AppMatch, AppTable } from './apps.js';
+import type { ModelHost } from '../realtime/model-host.js';
 import { httpStatusFor, sendError, sendFieldErrors } from './errors.js';
 import { falErrorFromNative, mapFalInput, type FalPlan } from './fal-input.js';
 import { contentTypeOf, dataUri, falImageResult, falPreviewResult } from './fal-output.js';
@@ -105,9 +106,10 @@ export class FalHttpApi {
   }
 
   /** Parses the JSON input and maps it; answers the error itself when it cannot. */
-  async planFor(req: FalRequest, r: Responder, appPath: string): Promise<{ plan: FalPlan; app: ReturnType<AppTable['match']> & {} } | undefined> {
+  async planFor(req: FalRequest, r: Responder, appPath: string): Promise<{ plan: FalPlan; app: AppMatch; host: ModelHost } | undefined> {
     const match = this.deps.apps.match(appPath);
-    if (!match) {
+    const host = match && this.deps.hub.hostFor(match.app.modelDir);
+    if (!match || !host) {
       sendError(r, 404, 'unknown_app', this.deps.apps.unknownAppMessage(appPath));
       return undefined;
     }
@@ -122,23 +124,23 @@ export class FalHttpApi {
     } else if (req.method === 'get') {
       input = Object.fromEntries(req.query);
     }
-    const model = this.deps.hub.model();
+    const model = host.model();
     if (!model) {
       sendError(r, 503, 'not_ready', 'the model is loading; retry shortly', 1000);
       return undefined;
     }
-    const mapped = mapFalInput(input, match.app, model, this.deps.hub.limits());
+    const mapped = mapFalInput(input, match.app, model, host.limits());
     if (!mapped.ok) {
       sendFieldErrors(r, [mapped.error]);
       return undefined;
     }
-    return { plan: mapped.plan, app: match };
+    return { plan: mapped.plan, app: match, host };
   }
 
   /** The plan's image_url fetched into the generate request; false after answering an error. */
-  async resolveImage(plan: FalPlan, r: Responder): Promise<FalPlan | undefined> {
+  async resolveImage(plan: FalPlan, host: ModelHost, r: Responder): Promise<FalPlan | undefined> {
     if (plan.imageUrl === undefined) return plan;
-    const image = await resolveImageUrl(plan.imageUrl, { ...this.deps.imageFetch, maxBytes: this.deps.hub.limits().maxImageBytes });
+    const image = await resolveImageUrl(plan.imageUrl, { ...this.deps.imageFetch, maxBytes: host.limits().maxImageBytes });
     if (image.ok) return { ...plan, generate: { ...plan.generate, image: image.bytes } };
     const status = image.code === 'image_url_forbidden' ? 422 : image.code === 'image_too_large' ? 413 : 422;
     if (status === 422) sendFieldErrors(r, [{ code: image.code, message: image.message, loc: ['body', 'image_url'], type: 'value_error' }]);
@@ -152,7 +154,7 @@ export class FalHttpApi {
     const stream = req.path.endsWith('/stream');
     const planned = await this.planFor(req, r, stream ? req.path.slice(0, -'/stream'.length) : req.path);
     if (!planned) return;
-    const plan = await this.resolveImage(planned.plan, r);
+    const plan = await this.resolveImage(planned.plan, planned.host, r);
     if (!plan || r.gone) return;
     const admission = this.deps.hub.admit(principal);
     if (!admission.ok) {
@@ -164,6 +166,7 @@ export class FalHttpApi {
     const headers = { 'x-fal-request-id': requestId };
     const events = stream ? r.events(headers) : undefined;
     const shot = runOneShot(this.deps.hub, principal, { ...plan.generate, previews: stream ? true : plan.generate.previews }, {
+      host: planned.host,
       onPreview: (preview) => {
         const url = dataUri(preview.image, 'image/jpeg');
         events?.event(falPreviewResult(preview, { plan, image: { url } }));

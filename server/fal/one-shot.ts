@@ -3,6 +3,7 @@
 // and wait for its one final reply, previews passed on as they come.
 import type { ErrorMessage, FrameMessage, PreviewMessage, ServerMessage } from '../../shared/protocol.js';
 import type { RealtimeHub } from '../realtime/hub.js';
+import type { ModelHost } from '../realtime/model-host.js';
 import type { Principal } from '../security/authenticator.js';
 
 export type OneShotOutcome =
@@ -21,7 +22,7 @@ export function runOneShot(
   hub: RealtimeHub,
   principal: Principal,
   generate: Record<string, unknown>,
-  options: { background?: boolean; onPreview?(preview: PreviewMessage): void } = {},
+  options: { background?: boolean; host?: ModelHost; onPreview?(preview: PreviewMessage): void } = {},
 ): OneShot {
   let settle!: (outcome: OneShotOutcome) => void;
   const done = new Promise<OneShotOutcome>((resolve) => (settle = resolve));
@@ -53,7 +54,7 @@ export function runOneShot(
         return true;
     }
   };
-  const { session } = hub.openSession({ deliver, bufferedAmount: () => 0, close: () => {} }, principal, { background: options.background });
+  const { session } = hub.openSession({ deliver, bufferedAmount: () => 0, close: () => {} }, principal, { background: options.background, host: options.host });
   session.handleMessage({ type: 'generate', id: ID, ...generate });
   return {
     done,

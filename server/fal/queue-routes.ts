@@ -89,19 +89,20 @@ export class QueueRoutes {
         return;
       }
     }
-    const model = this.hub.model();
     const app = this.apps.list().find((a) => a.id === appId)!;
-    if (!model) {
+    const host = this.hub.hostFor(app.modelDir);
+    const model = host?.model();
+    if (!host || !model) {
       sendError(r, 503, ErrorCode.NotReady, 'the model is loading; retry shortly', 1000);
       return;
     }
-    const mapped = mapFalInput(input, app, model, this.hub.limits());
+    const mapped = mapFalInput(input, app, model, host.limits());
     if (!mapped.ok) {
       sendFieldErrors(r, [mapped.error]);
       return;
     }
     // The image itself is fetched and decoded when the job runs; everything else is checked now.
-    const checked = validateMessage({ type: 'generate', id: 1, ...mapped.plan.generate }, this.hub.limits(), model);
+    const checked = validateMessage({ type: 'generate', id: 1, ...mapped.plan.generate }, host.limits(), model);
     if (!checked.ok) {
       sendFieldErrors(r, [falErrorFromNative(checked.code, checked.message, mapped.plan)]);
       return;

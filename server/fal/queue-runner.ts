@@ -85,7 +85,7 @@ export class QueueRunner {
 
   /** Look for work now (a job was submitted, one finished, or the poll ticked). */
   kick(): void {
-    if (this.stopped || this.claiming || this.hub.state() !== 'ready' || !this.hub.scheduler.idleForBackground) return;
+    if (this.stopped || this.claiming || this.hub.state() !== 'ready' || !this.hub.hosts.some((h) => h.scheduler.idleForBackground)) return;
     const free = this.options.slots - this.running.size;
     if (free <= 0) return;
     this.claiming = true;
@@ -116,26 +116,27 @@ export class QueueRunner {
   private async execute(job: JobRecord): Promise<void> {
     const { input, publicBase } = readQueuedJobInput(job.input);
     const app = this.apps.list().find((a) => a.id === job.appId);
-    const model = this.hub.model();
-    if (!app || !model) {
+    const host = app && this.hub.hostFor(app.modelDir);
+    const model = host?.model();
+    if (!app || !host || !model) {
       await this.retryOrFail(job, { status: 503, code: 'not_ready', message: app ? 'the model is not loaded' : `app ${job.appId} is no longer served` });
       return;
     }
-    const mapped = mapFalInput(input, app, model, this.hub.limits());
+    const mapped = mapFalInput(input, app, model, host.limits());
     if (!mapped.ok) {
       await this.fail(job, { status: 422, code: mapped.error.code, message: mapped.error.message });
       return;
     }
     let { plan } = mapped;
     if (plan.imageUrl !== undefined) {
-      const image = await resolveImageUrl(plan.imageUrl, { ...this.imageFetch, maxBytes: this.hub.limits().maxImageBytes });
+      const image = await resolveImageUrl(plan.imageUrl, { ...this.imageFetch, maxBytes: host.limits().maxImageBytes });
       if (!image.ok) {
         await this.fail(job, { status: 422, code: image.code, message: image.message });
         return;
       }
       plan = { ...plan, generate: { ...plan.generate, image: image.bytes } };
     }
-    const shot = runOneShot(this.hub, { keyId: job.keyId }, plan.generate, { background: true });
+    const shot = runOneShot(this.hub, { keyId: job.keyId }, plan.generate, { background: true, host });
     this.running.set(job.id, shot);
     if (job.cancelRequested) shot.cancel();
     const outcome = await shot.done;

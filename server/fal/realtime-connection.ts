@@ -11,6 +11,7 @@ import { decodeMessage, encodeValue } from '../../shared/codec.js';
 import { CloseCode, ErrorCode, type ServerMessage } from '../../shared/protocol.js';
 import type { Logger } from '../logger.js';
 import type { RealtimeHub } from '../realtime/hub.js';
+import type { ModelHost } from '../realtime/model-host.js';
 import type { ReplySink } from '../realtime/reply-sink.js';
 import type { RealtimeSession } from '../realtime/session.js';
 import type { Principal } from '../security/authenticator.js';
@@ -54,6 +55,7 @@ export class FalRealtimeConnection {
   constructor(
     private readonly socket: FalSocket,
     private readonly hub: RealtimeHub,
+    private readonly host: ModelHost,
     private readonly app: FalApp,
     principal: Principal,
     private readonly maxBuffering: number | undefined,
@@ -61,7 +63,7 @@ export class FalRealtimeConnection {
     private readonly logger: Logger,
     private readonly idleSeconds: number,
   ) {
-    this.session = hub.openSession(this.sink(), principal).session;
+    this.session = hub.openSession(this.sink(), principal, { host }).session;
   }
 
   get realtimeSession(): RealtimeSession {
@@ -83,12 +85,12 @@ export class FalRealtimeConnection {
       this.session.handleBytes(bytes, true);
       return;
     }
-    const model = this.hub.model();
+    const model = this.host.model();
     if (!model) {
       this.error(ErrorCode.NotReady, 'the model is loading; retry shortly');
       return;
     }
-    const mapped = mapFalInput(decoded, this.app, model, this.hub.limits());
+    const mapped = mapFalInput(decoded, this.app, model, this.host.limits());
     if (!mapped.ok) {
       this.error(mapped.error.code, `${mapped.error.loc.slice(1).join('.') || 'input'}: ${mapped.error.message}`);
       return;
@@ -100,7 +102,7 @@ export class FalRealtimeConnection {
     }
     const imageUrl = plan.imageUrl;
     this.resolving = this.resolving.then(async () => {
-      const image = await resolveImageUrl(imageUrl, { ...this.imageFetch, maxBytes: this.hub.limits().maxImageBytes });
+      const image = await resolveImageUrl(imageUrl, { ...this.imageFetch, maxBytes: this.host.limits().maxImageBytes });
       if (this.closed) return;
       if (!image.ok) this.error(image.code, image.message);
       else this.submit({ ...plan, generate: { ...plan.generate, image: image.bytes } });

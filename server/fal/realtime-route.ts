@@ -9,6 +9,7 @@ import type { ServerConfig } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { RealtimeHub } from '../realtime/hub.js';
 import type { LivenessSweep, WatchedSocket } from '../realtime/liveness.js';
+import type { ModelHost } from '../realtime/model-host.js';
 import { socketLimits } from '../realtime/socket.js';
 import { handleUpgrade } from '../realtime/upgrade.js';
 import type { Principal } from '../security/authenticator.js';
@@ -18,6 +19,7 @@ import { FalRealtimeConnection, type ImageFetchPolicy } from './realtime-connect
 interface FalSocketData {
   closed: boolean;
   app: FalApp;
+  host: ModelHost;
   principal?: Principal;
   unauthorized?: string;
   maxBuffering?: number;
@@ -48,7 +50,8 @@ export function registerFalRealtime(app: TemplatedApp, deps: FalRealtimeDeps): v
       upgrade: (res, req, context) => {
         const url = req.getUrl();
         const match = apps.match(url);
-        if (!match) {
+        const host = match && hub.hostFor(match.app.modelDir);
+        if (!match || !host) {
           res.writeStatus('404 Not Found').end(apps.unknownAppMessage(url));
           return;
         }
@@ -62,8 +65,8 @@ export function registerFalRealtime(app: TemplatedApp, deps: FalRealtimeDeps): v
           tokenParam: 'fal_jwt_token',
           // The token admits the connection, which then lives on as it does on fal: fal's client
           // has no in-band renewal (it fetches a fresh token for its next connection).
-          data: (principal) => ({ closed: false, app: match.app, principal: { keyId: principal.keyId }, maxBuffering }),
-          unauthorizedData: (reason) => ({ closed: false, app: match.app, unauthorized: reason }),
+          data: (principal) => ({ closed: false, app: match.app, host, principal: { keyId: principal.keyId }, maxBuffering }),
+          unauthorizedData: (reason) => ({ closed: false, app: match.app, host, unauthorized: reason }),
         });
       },
 
@@ -84,7 +87,7 @@ export function registerFalRealtime(app: TemplatedApp, deps: FalRealtimeDeps): v
             if (!data.closed) ws.end(code, reason);
           },
         };
-        const connection = new FalRealtimeConnection(socket, hub, data.app, data.principal, data.maxBuffering, imageFetch, logger, config.limits.sessionIdleSeconds);
+        const connection = new FalRealtimeConnection(socket, hub, data.host, data.app, data.principal, data.maxBuffering, imageFetch, logger, config.limits.sessionIdleSeconds);
         data.connection = connection;
         const session = connection.realtimeSession;
         data.watched = {

@@ -9,6 +9,7 @@ export interface RouteState {
   state(): HubState;
   isHealthy(): boolean;
   model(): ModelInfo | undefined;
+  models(): ModelInfo[];
   limits(): Limits;
   metrics: ServerMetrics;
 }
@@ -46,7 +47,8 @@ export function registerRoutes(app: TemplatedApp, state: RouteState): void {
       sendJson(res, '503 Service Unavailable', { error: 'model loading' }, { 'retry-after': '1' });
       return;
     }
-    sendJson(res, '200 OK', { protocol: PROTOCOL_VERSION, endpoint: REALTIME_PATH, models: [model], limits: state.limits() });
+    // The default model first; `/v1/realtime?model=NAME` picks another.
+    sendJson(res, '200 OK', { protocol: PROTOCOL_VERSION, endpoint: REALTIME_PATH, models: state.models(), limits: state.limits() });
   });
 
   // Prometheus scrape endpoint; prom-client renders asynchronously, so the response may be gone.

@@ -1,9 +1,9 @@
-// Everything realtime that does not depend on the transport: the inference engine, the scheduler,
-// the model and limits every session sees, and the session factory. uWebSockets.js (socket.ts)
+// Everything realtime that does not depend on the transport: the served models (model-host.ts: an
+// inference process and a scheduler each), admission, and the session factory. uWebSockets.js (socket.ts)
 // wraps it for production; any other WebSocket library can wrap it the same way.
 import { PROTOCOL_VERSION, type HelloMessage, type Limits, type ModelInfo } from '../../shared/protocol.js';
 import type { ServerConfig } from '../config.js';
-import { InferenceEngine } from '../engine/engine.js';
+import type { InferenceEngine } from '../engine/engine.js';
 import type { Logger } from '../logger.js';
 import { ServerMetrics } from '../metrics.js';
 import { Authenticator, type Principal } from '../security/authenticator.js';
@@ -11,7 +11,8 @@ import { OriginPolicy } from '../security/origin-policy.js';
 import { TokenIssuer } from '../security/tokens.js';
 import { drainSessions, type DrainReport } from './drain.js';
 import { ImageBudget } from './image-budget.js';
-import { Scheduler } from './scheduler.js';
+import type { Scheduler } from './scheduler.js';
+import { createModelHost, type ModelHost } from './model-host.js';
 import type { ReplySink } from './reply-sink.js';
 import { RealtimeSession } from './session.js';
 
@@ -24,8 +25,11 @@ export interface HubHooks {
 }
 
 export interface RealtimeHub {
+  /** The default model's (--model) engine and scheduler. */
   readonly engine: InferenceEngine;
   readonly scheduler: Scheduler;
+  /** Every served model, the default first. */
+  readonly hosts: readonly ModelHost[];
   readonly metrics: ServerMetrics;
   readonly authenticator: Authenticator;
   /** Resolves once the model is loaded and warmed up; rejects if it cannot load. */
@@ -33,14 +37,18 @@ export interface RealtimeHub {
   state(): HubState;
   /** False once the engine gave up restarting: /healthz fails. */
   isHealthy(): boolean;
-  /** The served model, with the operator's step cap applied; undefined while loading. */
+  /** The default model, with the operator's step cap applied; undefined while loading. */
   model(): ModelInfo | undefined;
   limits(): Limits;
+  /** Every loaded model, the default first. */
+  models(): ModelInfo[];
+  /** The host serving a model folder, or the model of that name. */
+  hostFor(dirOrName: string): ModelHost | undefined;
   /** Whether another session may open for `principal` (admission control); counts a refusal when not. */
   admit(principal: Principal): { ok: true } | { ok: false; reason: AdmissionRefusal };
   /** A session for a newly opened socket (or an HTTP request, or a queued job), and the `hello`
    * a socket sends it first. */
-  openSession(sink: ReplySink, principal: Principal, options?: { background?: boolean }): { session: RealtimeSession; hello: HelloMessage };
+  openSession(sink: ReplySink, principal: Principal, options?: { background?: boolean; host?: ModelHost }): { session: RealtimeSession; hello: HelloMessage };
   /** The socket of a session closed. */
   closeSession(session: RealtimeSession): void;
   /** Graceful shutdown: see drain.ts. Stops the engine at the end. */
@@ -74,81 +82,44 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
     },
     imageMemoryReserved: () => imageBudget.reserved,
   });
-  const engine = new InferenceEngine(
-    {
-      modelDir: config.modelDir, device: config.device, deviceId: config.deviceId, threads: config.threads, spinning: config.spinning,
-      maxBatch: config.maxBatch,
-      lastPreview: config.lastPreview,
-      sizes: { min: config.limits.minSize, max: config.limits.maxSize, multiple: config.limits.sizeMultiple },
-    },
-    logger,
-    {
-      unetCall: (batchSize, ms) => {
-        metrics.batchSize.observe(batchSize);
-        metrics.unetCallSeconds.observe(ms / 1000);
-      },
-      // After a restart: work that waited for the model goes in.
-      ready: () => scheduler.resume(),
-      restarting: () => metrics.engineRestarts.inc(),
-      fatal: (reason) => hooks.fatal?.(reason),
-    },
-    { maxRestarts: config.engineMaxRestarts },
-  );
-  // As many requests in the worker as one UNet batch holds: the rest wait here, in fair order by cost.
-  const scheduler = new Scheduler(engine, config.maxBatch, config.heavyShare);
+  // The default model first (--model), then any other folder an --app names, each in its own
+  // inference process.
+  const dirs = [...new Set([config.modelDir, ...config.fal.apps.map((app) => app.modelDir)])];
+  const hosts = dirs.map((dir) => createModelHost(dir, config, logger, metrics, (reason) => hooks.fatal?.(reason)));
+  const main = hosts[0];
+  const { engine, scheduler } = main;
 
-  // The model decides the size multiple, its own step range and the decoders it has; the
-  // operator's limits cap the steps and --final-decoder picks the default among those decoders.
-  const model = (): ModelInfo | undefined => {
-    const info = engine.info;
-    if (!info) return undefined;
-    const finalDecoder = info.finalDecoders?.includes(config.finalDecoder) ? config.finalDecoder : 'vae';
-    return { ...info, maxSteps: Math.min(info.maxSteps, config.limits.maxSteps), finalDecoder };
-  };
-  const limits = (): Limits => {
-    const info = engine.info;
-    if (!info) return config.limits;
-    return {
-      ...config.limits,
-      sizeMultiple: Math.max(config.limits.sizeMultiple, info.sizeMultiple),
-      maxSteps: Math.min(info.maxSteps, config.limits.maxSteps),
-    };
-  };
   const state = (): HubState => {
-    if (!engine.alive) return 'failed';
+    if (hosts.some((h) => !h.engine.alive)) return 'failed';
     if (draining) return 'draining';
-    if (engine.ready) return 'ready';
-    return engine.info ? 'restarting' : 'loading';
+    if (hosts.every((h) => h.engine.ready)) return 'ready';
+    return hosts.every((h) => h.engine.info) ? 'restarting' : 'loading';
   };
 
-  const ready = engine.whenReady().then(() => {
-    const info = model()!;
-    if (info.finalDecoder !== config.finalDecoder) {
-      logger.warn({ model: info.name, finalDecoders: info.finalDecoders }, `--final-decoder ${config.finalDecoder}: the model has no such decoder; final frames default to ${info.finalDecoder}`);
-    }
-    logger.info(
-      { model: info.name, size: `${info.width}x${info.height}`, scheduler: info.scheduler, previews: info.previews, img2img: info.img2img, finalDecoder: info.finalDecoder, warmupMs: Math.round(engine.warmupMs) },
-      'model ready',
-    );
+  const ready = Promise.all(hosts.map((h) => h.ready)).then(() => {
+    if (hosts.length > 1) logger.info({ models: hosts.map((h) => h.model()!.name) }, 'all models ready');
   });
 
   return {
     engine,
     scheduler,
+    hosts,
     metrics,
     authenticator,
     ready,
     state,
-    isHealthy: () => engine.alive,
-    model,
-    limits,
+    isHealthy: () => hosts.every((h) => h.engine.alive),
+    model: () => main.model(),
+    limits: () => main.limits(),
+    models: () => hosts.map((h) => h.model()).filter((m): m is ModelInfo => m !== undefined),
+    hostFor: (dirOrName) => hosts.find((h) => h.dir === dirOrName || h.model()?.name === dirOrName),
     admit(principal) {
       const refuse = (reason: AdmissionRefusal) => {
         metrics.refusedConnections.inc({ reason });
         return { ok: false as const, reason };
       };
       if (draining) return refuse('draining');
-      if (!engine.ready) return refuse('loading');
+      if (!hosts.every((h) => h.engine.ready)) return refuse('loading');
       if (sessions.size - backgroundSessions >= config.maxSessions) return refuse('full');
       // Per-key limits need keys: an open (keyless, loopback) server is bounded by --max-sessions alone.
       const perKey = sessionsPerKey.get(principal.keyId) ?? 0;
@@ -156,10 +127,11 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
       return { ok: true };
     },
     openSession(sink, principal, options = {}) {
-      const info = model();
+      const host = options.host ?? main;
+      const info = host.model();
       if (!info) throw new Error('openSession before the model is ready');
-      const sessionLimits = limits();
-      const session = new RealtimeSession(sink, scheduler, {
+      const sessionLimits = host.limits();
+      const session = new RealtimeSession(sink, host.scheduler, {
         limits: sessionLimits,
         model: info,
         outbox: {
@@ -196,9 +168,11 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
     async drain(timeoutMs) {
       draining = true;
       const report = await drainSessions(sessions, timeoutMs, logger);
-      await engine.close();
+      await Promise.all(hosts.map((h) => h.engine.close()));
       return report;
     },
-    close: () => engine.close(),
+    close: async () => {
+      await Promise.all(hosts.map((h) => h.engine.close()));
+    },
   };
 }

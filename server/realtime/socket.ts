@@ -6,6 +6,7 @@ import { CloseCode, REALTIME_PATH } from '../../shared/protocol.js';
 import type { ServerConfig } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { RealtimeHub } from './hub.js';
+import type { ModelHost } from './model-host.js';
 import { LivenessSweep, type WatchedSocket } from './liveness.js';
 import { msgpackSink } from './reply-sink.js';
 import type { RealtimeSession } from './session.js';
@@ -17,6 +18,7 @@ interface SocketData {
   closed: boolean;
   remote: string;
   principal: Principal;
+  host: ModelHost;
   watched?: WatchedSocket;
 }
 
@@ -68,11 +70,20 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
   app.ws<SocketData>(REALTIME_PATH, {
     ...socketLimits(config),
 
-    upgrade: (res, req, context) =>
+    upgrade: (res, req, context) => {
+      // `?model=NAME` picks one of the served models (GET /v1/models); the default is --model's.
+      const wanted = new URLSearchParams(req.getQuery() ?? '').get('model');
+      const host = wanted ? hub.hostFor(wanted) : hub.hosts[0];
+      if (!host) {
+        const served = hub.models().map((m) => m.name).join(', ');
+        res.writeStatus('404 Not Found').end(`no model ${JSON.stringify(wanted)} is served here; served: ${served}`);
+        return;
+      }
       handleUpgrade<SocketData>(hub, res, req, context, {
         tokenParam: 'token',
-        data: (principal, request) => ({ closed: false, remote: request.remote, principal }),
-      }),
+        data: (principal, request) => ({ closed: false, remote: request.remote, principal, host }),
+      });
+    },
 
     open: (ws) => {
       stats.connections++;
@@ -91,7 +102,7 @@ export function registerRealtime(app: TemplatedApp, deps: RealtimeDeps): Realtim
           if (!data.closed) ws.end(code, reason);
         },
       };
-      const { session, hello } = hub.openSession(msgpackSink(transport), data.principal);
+      const { session, hello } = hub.openSession(msgpackSink(transport), data.principal, { host: data.host });
       data.session = session;
       data.watched = {
         // The sweep runs outside uWS handlers, where only a corked send is flushed right away.
