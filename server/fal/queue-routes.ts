@@ -8,7 +8,7 @@ import { ErrorCode } from '../../shared/protocol.js';
 import { validateMessage } from '../realtime/validate.js';
 import type { RealtimeHub } from '../realtime/hub.js';
 import type { Principal } from '../security/authenticator.js';
-import type { JobRecord, JobStore } from '../queue/job-store.js';
+import type { JobRecord, QueueStore } from '../queue/types.js';
 import type { AppTable } from './apps.js';
 import { sendError, sendFieldErrors } from './errors.js';
 import { falErrorFromNative, mapFalInput } from './fal-input.js';
@@ -24,7 +24,7 @@ export class QueueRoutes {
   constructor(
     private readonly hub: RealtimeHub,
     private readonly apps: AppTable,
-    private readonly store: JobStore | undefined,
+    private readonly store: QueueStore | undefined,
     private readonly runner: QueueRunner | undefined,
     private readonly storeError: string | undefined,
     private readonly imageHosts: string[],
@@ -79,7 +79,7 @@ export class QueueRoutes {
     sendError(r, 404, 'not_found', `no such route: ${req.method.toUpperCase()} ${req.path}`);
   }
 
-  private async submit(store: JobStore, req: FalRequest, r: Responder, principal: Principal, appId: string, subpath: string): Promise<void> {
+  private async submit(store: QueueStore, req: FalRequest, r: Responder, principal: Principal, appId: string, subpath: string): Promise<void> {
     let input: unknown = {};
     if (req.body.byteLength > 0) {
       try {
@@ -147,7 +147,7 @@ export class QueueRoutes {
     else sendError(r, 400, 'in_progress', 'the request is still in progress', undefined, headers);
   }
 
-  private async statusStream(store: JobStore, first: JobRecord, base: string, req: FalRequest, r: Responder, principal: Principal): Promise<void> {
+  private async statusStream(store: QueueStore, first: JobRecord, base: string, req: FalRequest, r: Responder, principal: Principal): Promise<void> {
     const logs = req.query.get('logs') === '1';
     const events = r.events({ 'x-fal-request-id': first.id });
     let job: JobRecord | undefined = first;

@@ -6,7 +6,7 @@
 // turns out bad, or that keeps failing, fails with fal's error and its webhook says so.
 import type { Logger } from '../logger.js';
 import type { RealtimeHub } from '../realtime/hub.js';
-import type { JobFile, JobRecord, JobStore } from '../queue/job-store.js';
+import type { JobFile, JobRecord, QueueStore } from '../queue/types.js';
 import type { AppTable } from './apps.js';
 import { FIELD_CODES, RETRYABLE_CODES, httpStatusFor } from './errors.js';
 import { falErrorFromNative, mapFalInput } from './fal-input.js';
@@ -47,7 +47,7 @@ export class QueueRunner {
 
   constructor(
     private readonly hub: RealtimeHub,
-    private readonly store: JobStore,
+    private readonly store: QueueStore,
     private readonly apps: AppTable,
     private readonly imageFetch: ImageFetchPolicy,
     private readonly options: QueueRunnerOptions,

@@ -3,7 +3,7 @@
 // fal.stream outputs are stored here. Ids are random UUIDs, so a URL is the capability to read it,
 // as fal's CDN URLs are. Without a store (no SQLite driver), images come back as data URIs.
 import { randomUUID } from 'node:crypto';
-import type { JobStore } from '../queue/job-store.js';
+import type { QueueStore } from '../queue/types.js';
 import type { Principal } from '../security/authenticator.js';
 import { sendError } from './errors.js';
 import { dataUri } from './fal-output.js';
@@ -12,7 +12,7 @@ import type { FalRequest, Responder } from './http-exchange.js';
 const EXTENSIONS: Record<string, string> = { 'image/jpeg': 'jpg', 'image/png': 'png', 'image/webp': 'webp' };
 
 export class ResultFiles {
-  constructor(private readonly store: JobStore | undefined) {}
+  constructor(private readonly store: QueueStore | undefined) {}
 
   async keep(principal: Principal, appId: string, bytes: Uint8Array, contentType: string, publicBase: string): Promise<string> {
     if (!this.store) return dataUri(bytes, contentType);

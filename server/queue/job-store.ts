@@ -17,6 +17,7 @@ import {
   type JobFile,
   type JobRecord,
   type NewJob,
+  type QueueStore,
   type StoreLimits,
   type SubmitResult,
   type WebhookDelivery,
@@ -55,10 +56,11 @@ function checkLimits(limits: StoreLimits): void {
   if (!Number.isFinite(limits.resultTtlMs) || limits.resultTtlMs < 0) throw new RangeError(`resultTtlMs must be a finite number >= 0, not ${limits.resultTtlMs}`);
 }
 
-export class JobStore {
+export class JobStore implements QueueStore {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closing: Promise<void> | undefined;
+  readonly location: string;
   /** Set when the worker died on its own: every later call rejects with it. */
   private failure: Error | undefined;
 
@@ -71,6 +73,7 @@ export class JobStore {
     readonly recovered: number,
     readonly driver: DriverName,
   ) {
+    this.location = databaseFile;
     worker.on('message', (message: FromStore) => this.onMessage(message));
     worker.on('error', (err) => this.die(new Error(`the job store's worker failed: ${err.message}`)));
     worker.on('exit', (code) => {

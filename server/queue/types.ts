@@ -86,3 +86,27 @@ export class JobStoreError extends Error {
     super(message);
   }
 }
+
+/** What fal's queue routes, runner and webhooks need from a queue: the single-node SQLite store
+ * (job-store.ts) and the shared one on Redis (--queue redis://...) both provide it. */
+export interface QueueStore {
+  /** Jobs put back in line when the store opened (they were running when a server stopped). */
+  readonly recovered: number;
+  /** Where the queue lives, for logs: a file, or a Redis URL without its password. */
+  readonly location: string;
+  submit(job: NewJob): Promise<SubmitResult>;
+  claim(limit: number): Promise<JobRecord[]>;
+  complete(id: string, result: unknown, files: JobFile[], webhookBody?: string): Promise<void>;
+  recordCompleted(job: { id: string; appId: string; keyId: string; files: JobFile[] }): Promise<void>;
+  fail(id: string, error: JobError, webhookBody?: string): Promise<void>;
+  finishCancelled(id: string, webhookBody?: string): Promise<void>;
+  requeue(id: string): Promise<'queued' | 'cancelled'>;
+  cancel(id: string, keyId: string): Promise<CancelResult>;
+  get(id: string, keyId: string): Promise<JobRecord | undefined>;
+  file(id: string, name: string): Promise<JobFile | undefined>;
+  counts(): Promise<{ queued: number; running: number }>;
+  expire(now?: number): Promise<number>;
+  dueWebhooks(now: number, limit: number): Promise<WebhookDelivery[]>;
+  webhookAttempted(id: number, outcome: WebhookOutcome): Promise<void>;
+  close(): Promise<void>;
+}
