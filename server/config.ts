@@ -41,6 +41,8 @@ export interface ServerConfig {
   streamBatch: boolean;
   /** Open sessions at most; further upgrades get 503 with Retry-After. */
   maxSessions: number;
+  /** /readyz reports the node full (503) while more sessions than this wait for the GPU. */
+  fullQueue: number;
   /** Bytes buffered for a reader above which previews are dropped. */
   previewBackpressureBytes: number;
   /** Bytes buffered above which final frames are held back (latest wins) until the socket drains. */
@@ -117,6 +119,7 @@ const FLAGS = {
   '--image-memory': 'imageMemory',
   '--drain-timeout': 'drainTimeout',
   '--engine-restarts': 'engineRestarts',
+  '--full-queue': 'fullQueue',
   '--app': 'app',
   '--data-dir': 'dataDir',
   '--queue-max': 'queueMax',
@@ -154,6 +157,8 @@ export const USAGE = `Usage: npm start -- [options]
                        one UNet call advancing both; at most one extra per session (off by default: on a
                        CPU it costs latency, docs/performance.md; env STREAM_BATCH)
   --max-sessions N     open sessions at most; more get HTTP 503 (default 256)
+  --full-queue N       /readyz says 503 "full" (take no more sessions) while more than N sessions wait
+                       for the GPU, or the node is at --max-sessions (default 64; env FULL_QUEUE)
   --rate-limit N       generate messages per second per session, burst N (default 60)
   --skip-threshold D   skip image-to-image frames differing from the last by less than D (0-255 mean; 0 = off; default 1.5)
   --slow-reader-timeout S  close readers whose send buffer stays full this many seconds (default 10)
@@ -272,6 +277,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     lastPreview: truthy(flags.lastPreview),
     streamBatch: truthy(flags.streamBatch ?? env.STREAM_BATCH),
     maxSessions: integer('--max-sessions', flags.maxSessions, 256, 1, 100_000),
+    fullQueue: integer('--full-queue', flags.fullQueue ?? env.FULL_QUEUE, 64, 0, 100_000),
     previewBackpressureBytes: 256 * 1024,
     frameBackpressureBytes: 1024 * 1024,
     slowReaderMs: 1000 * integer('--slow-reader-timeout', flags.slowReaderTimeout, 10, 1, 3600),

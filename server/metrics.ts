@@ -25,7 +25,10 @@ export class ServerMetrics {
   readonly imageMemoryReserved: Gauge;
   readonly imageDecodes: Counter;
 
-  constructor(gauges: { sessions(): number; pendingRequests(): number; imageMemoryReserved(): number }) {
+  readonly waiting: Gauge;
+  readonly full: Gauge;
+
+  constructor(gauges: { sessions(): number; pendingRequests(): number; imageMemoryReserved(): number; waiting?(): number; full?(): boolean; maxSessions?: number }) {
     const registers = [this.registry];
     // Includes nodejs_eventloop_lag_seconds (and its percentiles) for the uWS thread.
     collectDefaultMetrics({ register: this.registry });
@@ -66,6 +69,17 @@ export class ServerMetrics {
     this.imageMemoryReserved = new Gauge({
       name: 'realtime_image_memory_reserved_bytes', help: 'Bytes of input images reserved (waiting, decoding, or decoded and waiting to run), of --image-memory', registers,
       collect() { this.set(gauges.imageMemoryReserved()); },
+    });
+    // Capacity, for balancers and autoscalers: sessions / max sessions, and the GPU's line.
+    const maxSessions = new Gauge({ name: 'realtime_max_sessions', help: 'Sessions this node accepts at most (--max-sessions)', registers });
+    if (gauges.maxSessions !== undefined) maxSessions.set(gauges.maxSessions);
+    this.waiting = new Gauge({
+      name: 'realtime_scheduler_waiting', help: 'Sessions with a request waiting for the GPU, over all models', registers,
+      collect() { this.set(gauges.waiting?.() ?? 0); },
+    });
+    this.full = new Gauge({
+      name: 'realtime_full', help: '1 while the node reports itself full on /readyz (at --max-sessions, or more than --full-queue waiting)', registers,
+      collect() { this.set(gauges.full?.() ? 1 : 0); },
     });
     this.imageDecodes = new Counter({ name: 'realtime_image_decodes_total', help: 'Input images whose pixel decode started', registers });
   }

@@ -3,10 +3,11 @@ import type { HttpResponse, TemplatedApp } from '../transport/uws.js';
 import { PROTOCOL_VERSION, REALTIME_PATH, type Limits, type ModelInfo } from '../../shared/protocol.js';
 import { registerStatic } from './static.js';
 import type { ServerMetrics } from '../metrics.js';
-import type { HubState } from '../realtime/hub.js';
+import type { HubState, NodeLoad } from '../realtime/hub.js';
 
 export interface RouteState {
   state(): HubState;
+  load(): NodeLoad;
   isHealthy(): boolean;
   model(): ModelInfo | undefined;
   models(): ModelInfo[];
@@ -37,9 +38,15 @@ export function registerRoutes(app: TemplatedApp, state: RouteState): void {
   const readyzCors = { 'access-control-allow-origin': '*', 'access-control-expose-headers': 'retry-after' };
   app.get('/readyz', (res) => {
     const current = state.state();
-    if (current === 'ready') sendJson(res, '200 OK', { status: 'ready' }, readyzCors);
-    else sendJson(res, '503 Service Unavailable', { status: current }, { 'retry-after': '1', ...readyzCors });
+    // A full node is alive and serving: it only asks the balancer for no more sessions until
+    // room returns.
+    const full = current === 'ready' && state.load().full;
+    if (current === 'ready' && !full) sendJson(res, '200 OK', { status: 'ready' }, readyzCors);
+    else sendJson(res, '503 Service Unavailable', { status: full ? 'full' : current }, { 'retry-after': '1', ...readyzCors });
   });
+
+  // How full this node is, as JSON: for autoscalers and dashboards (the same figures are in /metrics).
+  app.get('/v1/load', (res) => sendJson(res, '200 OK', state.load()));
 
   app.get('/v1/models', (res) => {
     const model = state.model();

@@ -51,6 +51,7 @@ export interface RealtimeHub {
   openSession(sink: ReplySink, principal: Principal, options?: { background?: boolean; host?: ModelHost }): { session: RealtimeSession; hello: HelloMessage };
   /** The socket of a session closed. */
   closeSession(session: RealtimeSession): void;
+  load(): NodeLoad;
   /** Graceful shutdown: see drain.ts. Stops the engine at the end. */
   drain(timeoutMs: number): Promise<DrainReport>;
   /** Stops the engine now (tests, second signal). */
@@ -58,6 +59,24 @@ export interface RealtimeHub {
 }
 
 export type AdmissionRefusal = 'loading' | 'draining' | 'full' | 'key_limit';
+
+/** How full the node is, for balancers (/readyz), autoscalers (/v1/load, /metrics) and people. */
+export interface NodeLoad {
+  state: HubState;
+  /** Open user sessions (sockets and HTTP runs; queued jobs are not sessions of anyone's). */
+  sessions: number;
+  maxSessions: number;
+  /** Sessions waiting in the schedulers for the GPU, over all models. */
+  waiting: number;
+  /** Past this many waiting, the node reports itself full (--full-queue). */
+  fullQueue: number;
+  /** Requests admitted and not finished, queued jobs' included. */
+  pendingRequests: number;
+  /** Queued jobs running here. */
+  backgroundJobs: number;
+  /** No room for another session: at --max-sessions, or the GPU queue past --full-queue. */
+  full: boolean;
+}
 
 export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: HubHooks = {}): RealtimeHub {
   const sessions = new Set<RealtimeSession>();
@@ -73,14 +92,14 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
     new OriginPolicy(security.allowedOrigins),
   );
   const imageBudget = new ImageBudget(config.imageMemoryBytes);
+  // Read at scrape time, when everything below exists.
   const metrics = new ServerMetrics({
     sessions: () => sessions.size - backgroundSessions,
-    pendingRequests: () => {
-      let open = 0;
-      for (const session of sessions) open += session.openRequests;
-      return open;
-    },
+    pendingRequests: () => pendingRequests(),
     imageMemoryReserved: () => imageBudget.reserved,
+    waiting: () => load().waiting,
+    full: () => load().full,
+    maxSessions: config.maxSessions,
   });
   // The default model first (--model), then any other folder an --app names, each in its own
   // inference process.
@@ -94,6 +113,26 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
     if (draining) return 'draining';
     if (hosts.every((h) => h.engine.ready)) return 'ready';
     return hosts.every((h) => h.engine.info) ? 'restarting' : 'loading';
+  };
+
+  const pendingRequests = () => {
+    let open = 0;
+    for (const session of sessions) open += session.openRequests;
+    return open;
+  };
+  const load = (): NodeLoad => {
+    const userSessions = sessions.size - backgroundSessions;
+    const waiting = hosts.reduce((sum, h) => sum + h.scheduler.queued, 0);
+    return {
+      state: state(),
+      sessions: userSessions,
+      maxSessions: config.maxSessions,
+      waiting,
+      fullQueue: config.fullQueue,
+      pendingRequests: pendingRequests(),
+      backgroundJobs: backgroundSessions,
+      full: userSessions >= config.maxSessions || waiting > config.fullQueue,
+    };
   };
 
   const ready = Promise.all(hosts.map((h) => h.ready)).then(() => {
@@ -165,6 +204,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
       if (left > 0) sessionsPerKey.set(keyId, left);
       else sessionsPerKey.delete(keyId);
     },
+    load,
     async drain(timeoutMs) {
       draining = true;
       const report = await drainSessions(sessions, timeoutMs, logger);
