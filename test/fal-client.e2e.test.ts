@@ -223,9 +223,12 @@ describe('fal HTTP through the official client', () => {
       const body = JSON.parse(hook.body);
       assert.deepEqual([body.request_id, body.status, body.error], [submitted.request_id, 'OK', null]);
       assert.equal(body.payload.images.length, 1);
-      const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text();
+      // The counter moves once the dispatcher has read the receiver's answer, just after it arrived.
+      const metrics = await waitFor(async () => {
+        const text = await (await fetch(`${server.httpUrl}/metrics`)).text();
+        return /fal_webhook_deliveries_total\{outcome="delivered"\} [1-9]/.test(text) ? text : undefined;
+      }, 10_000, 'the delivery counted');
       assert.match(metrics, /fal_webhook_deliveries_total\{outcome="retried"\} [1-9]/);
-      assert.match(metrics, /fal_webhook_deliveries_total\{outcome="delivered"\} [1-9]/);
     } finally {
       await receiver.close();
     }
