@@ -29,6 +29,17 @@ export function sendError(r: Responder, status: number, code: string, message: s
   r.json(status, { detail: message, message, code }, { ...retry, ...headers });
 }
 
+/** The JSON input of a request ({} when it has no body), or undefined after answering 400. */
+export function readJsonInput(body: Buffer, r: Responder): { input: unknown } | undefined {
+  if (body.byteLength === 0) return { input: {} };
+  try {
+    return { input: JSON.parse(body.toString('utf8')) };
+  } catch {
+    sendError(r, 400, 'bad_json', 'the request body is not valid JSON');
+    return undefined;
+  }
+}
+
 export function sendFieldErrors(r: Responder, errors: FalFieldError[], headers: Record<string, string> = {}): void {
   const detail = errors.map((e) => ({ loc: e.loc, msg: e.message, type: e.type }));
   r.json(422, { detail, message: errors.map((e) => `${e.loc.slice(1).join('.')}: ${e.message}`).join('; '), code: errors[0]?.code }, headers);

@@ -9,7 +9,7 @@ import type { RealtimeHub } from '../realtime/hub.js';
 import type { Principal } from '../security/authenticator.js';
 import type { AppMatch, AppTable } from './apps.js';
 import type { ModelHost } from '../realtime/model-host.js';
-import { httpStatusFor, sendError, sendFieldErrors } from './errors.js';
+import { httpStatusFor, readJsonInput, sendError, sendFieldErrors } from './errors.js';
 import { falErrorFromNative, mapFalInput, type FalPlan } from './fal-input.js';
 import { contentTypeOf, dataUri, falImageResult, falPreviewResult } from './fal-output.js';
 import type { FalRequest, Responder } from './http-exchange.js';
@@ -113,17 +113,10 @@ export class FalHttpApi {
       sendError(r, 404, 'unknown_app', this.deps.apps.unknownAppMessage(appPath));
       return undefined;
     }
-    let input: unknown = {};
-    if (req.body.byteLength > 0) {
-      try {
-        input = JSON.parse(req.body.toString('utf8'));
-      } catch {
-        sendError(r, 400, 'bad_json', 'the request body is not valid JSON');
-        return undefined;
-      }
-    } else if (req.method === 'get') {
-      input = Object.fromEntries(req.query);
-    }
+    const body = readJsonInput(req.body, r);
+    if (!body) return undefined;
+    // fal.run with GET carries its input in the query.
+    const input = req.method === 'get' && req.body.byteLength === 0 ? Object.fromEntries(req.query) : body.input;
     const model = host.model();
     if (!model) {
       sendError(r, 503, 'not_ready', 'the model is loading; retry shortly', 1000);

@@ -10,7 +10,7 @@ import type { RealtimeHub } from '../realtime/hub.js';
 import type { Principal } from '../security/authenticator.js';
 import type { JobRecord, QueueStore } from '../queue/types.js';
 import type { AppTable } from './apps.js';
-import { sendError, sendFieldErrors } from './errors.js';
+import { readJsonInput, sendError, sendFieldErrors } from './errors.js';
 import { falErrorFromNative, mapFalInput } from './fal-input.js';
 import type { FalRequest, Responder } from './http-exchange.js';
 import type { QueueRunner } from './queue-runner.js';
@@ -80,15 +80,9 @@ export class QueueRoutes {
   }
 
   private async submit(store: QueueStore, req: FalRequest, r: Responder, principal: Principal, appId: string, subpath: string): Promise<void> {
-    let input: unknown = {};
-    if (req.body.byteLength > 0) {
-      try {
-        input = JSON.parse(req.body.toString('utf8'));
-      } catch {
-        sendError(r, 400, 'bad_json', 'the request body is not valid JSON');
-        return;
-      }
-    }
+    const body = readJsonInput(req.body, r);
+    if (!body) return;
+    const { input } = body;
     const app = this.apps.list().find((a) => a.id === appId)!;
     const host = this.hub.hostFor(app.modelDir);
     const model = host?.model();

@@ -1,8 +1,8 @@
 // Delivers fal-style `fal_webhook` callbacks: signed POSTs with bounded, backed-off retries.
 //
 // The durable outbox is the queue. Nothing is held in memory beyond the posts in flight (at most
-// `concurrency`), so a restart loses nothing and a receiver that is down for hours costs rows in
-// the store, not heap. Each attempt's outcome is written back before its slot frees up, and the
+// `concurrency`), so a restart loses nothing and a receiver that is down for a while costs rows
+// in the store, not heap (with the defaults, attempts span about four minutes). Each attempt's outcome is written back before its slot frees up, and the
 // store only hands out rows whose nextAttemptAt has come. Delivery is at least once: if recording
 // an outcome fails, the row stays due and is posted again, so receivers dedupe on the request id.
 // Signatures are described in shared/webhook-signature.ts.
@@ -11,21 +11,10 @@ import { webhookSignatureHeaders } from '../../shared/webhook-signature.js';
 
 export { verifyWebhookSignature } from '../../shared/webhook-signature.js';
 
-export interface WebhookDelivery {
-  id: number;
-  requestId: string;
-  url: string;
-  /** The JSON body, posted byte for byte as stored (the signature covers exactly these bytes). */
-  body: string;
-  /** Attempts made before this one. */
-  attempts: number;
-  nextAttemptAt: number;
-}
+// A delivery's body is posted byte for byte as stored: the signature covers exactly those bytes.
+import type { WebhookDelivery, WebhookOutcome } from '../queue/types.js';
 
-export type WebhookOutcome =
-  | { delivered: true }
-  | { delivered: false; nextAttemptAt: number }
-  | { delivered: false; gaveUp: true; error: string };
+export type { WebhookDelivery, WebhookOutcome };
 
 export interface WebhookOutbox {
   /** Up to `limit` deliveries with nextAttemptAt <= now, soonest first. */

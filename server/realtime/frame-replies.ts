@@ -1,7 +1,9 @@
 // The `preview` and `frame` messages of one request, encoded from the inference process's RGB on
-// libvips threads (sharp's async API), with the frame's stage timings.
+// libvips threads (sharp's async API), with the frame's stage timings; and the error that ends a
+// request whose job failed.
 import { performance } from 'node:perf_hooks';
-import type { FrameMessage, PreviewMessage } from '../../shared/protocol.js';
+import { ErrorCode, type ErrorMessage, type FrameMessage, type PreviewMessage, type RequestId } from '../../shared/protocol.js';
+import type { JobFailure } from '../engine/engine.js';
 import type { RgbImage, WorkerTimings } from '../engine/messages.js';
 import { encodeImage } from '../imaging.js';
 import type { ValidGenerate } from './validate.js';
@@ -15,6 +17,19 @@ export interface RequestClock {
 }
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
+
+/** The error that ends a request whose job failed in the inference process. */
+export function failureReply(id: RequestId, failure: JobFailure, retryAfterRestartMs: number): ErrorMessage {
+  const { message } = failure;
+  switch (failure.reason) {
+    case 'invalid_input':
+      return { type: 'error', id, code: ErrorCode.InvalidStrength, message };
+    case 'engine_restarted':
+      return { type: 'error', id, code: ErrorCode.EngineRestarted, message, retryAfterMs: retryAfterRestartMs };
+    case 'internal':
+      return { type: 'error', id, code: ErrorCode.Internal, message: `generation failed: ${message}` };
+  }
+}
 
 export async function previewMessage(request: ValidGenerate, step: number, steps: number, image: RgbImage, quality: number): Promise<PreviewMessage> {
   const { width, height } = request;

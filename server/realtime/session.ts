@@ -15,7 +15,7 @@ import type { ServerMetrics } from '../metrics.js';
 import type { Principal } from '../security/authenticator.js';
 import type { TokenCheck } from '../security/tokens.js';
 import type { DrainableSession } from './drain.js';
-import { frameMessage, previewMessage } from './frame-replies.js';
+import { failureReply, frameMessage, previewMessage } from './frame-replies.js';
 import { SimilarFrameFilter } from './frame-similarity.js';
 import type { HubState } from './hub.js';
 import type { ImageBudget, Reservation } from './image-budget.js';
@@ -351,18 +351,8 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
       },
       onFailed: (failure: JobFailure) => {
         if (!finish()) return;
-        const { message } = failure;
-        switch (failure.reason) {
-          case 'invalid_input':
-            this.reply({ type: 'error', id: request.id, code: ErrorCode.InvalidStrength, message });
-            return;
-          case 'engine_restarted':
-            this.reply({ type: 'error', id: request.id, code: ErrorCode.EngineRestarted, message, retryAfterMs: RETRY_AFTER_RESTART_MS });
-            return;
-          case 'internal':
-            this.logger.error({ id: request.id, message }, 'generation failed');
-            this.reply({ type: 'error', id: request.id, code: ErrorCode.Internal, message: `generation failed: ${message}` });
-        }
+        if (failure.reason === 'internal') this.logger.error({ id: request.id, message: failure.message }, 'generation failed');
+        this.reply(failureReply(request.id, failure, RETRY_AFTER_RESTART_MS));
       },
     };
   }
