@@ -5,11 +5,12 @@
 // route the server actually has, and an nginx front that passes WebSocket upgrades to both nodes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, loadConfig, USAGE } from '../server/config.js';
+import { serverEnvNames } from './helpers/server-env.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const read = (file: string) => readFileSync(path.join(REPO, file), 'utf8');
@@ -40,23 +41,6 @@ function parseDockerfile(file: string): { instructions: Instruction[]; args: Map
   const stages = instructions.filter((i) => i.op === 'FROM');
   const runtime = instructions.slice(instructions.lastIndexOf(stages[stages.length - 1]));
   return { instructions, args, runtime, froms: stages.map((s) => s.args.split(/\s+/)[0]) };
-}
-
-/** Environment names the server (and its uWebSockets.js loader) reads. */
-function serverEnvNames(): Set<string> {
-  const names = new Set<string>();
-  const walk = (dir: string) => {
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
-      const full = path.join(dir, entry.name);
-      if (entry.isDirectory()) walk(full);
-      else if (entry.name.endsWith('.ts')) for (const m of readFileSync(full, 'utf8').matchAll(/\benv\.([A-Z][A-Z0-9_]*)\b/g)) names.add(m[1]);
-    }
-  };
-  walk(path.join(REPO, 'server'));
-  // Read by the C library, not by our code: it makes freed image buffers go back to the system
-  // (docs/security.md), and `npm start` sets it too.
-  names.add('MALLOC_MMAP_THRESHOLD_');
-  return names;
 }
 
 const ENV_NAMES = serverEnvNames();
