@@ -1,5 +1,5 @@
-// Dockerfile, Dockerfile.gpu, deploy/compose.yaml and deploy/nginx/nginx.conf cannot be built or run here
-// (no Docker engine, and hadolint is not packaged by Debian), so they are checked against the
+// Dockerfile, Dockerfile.gpu, deploy/compose.yaml and deploy/nginx/nginx.conf cannot be built or run
+// here (no Docker engine, and hadolint is not packaged by Debian), so they are checked against the
 // project: base images whose glibc loads the Node 24 uWebSockets.js build, the very Node and npm
 // that scripts/debian13-node.sh tests, npm ci, every copied path, port, environment name, flag and
 // route the server actually has, and an nginx front that passes WebSocket upgrades to both nodes.
