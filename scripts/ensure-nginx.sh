@@ -1,6 +1,6 @@
 #!/bin/sh
 # Makes sure Debian's nginx is installed for test/nginx-deploy.e2e.test.ts, which runs
-# deploy/nginx.conf in front of two server processes on loopback (the compose file's front, without
+# deploy/nginx/nginx.conf in front of two server processes on loopback (the compose file's front, without
 # Docker). As scripts/ensure-chromium.sh: installs with apt-get when root, never fails the caller;
 # the test itself fails without nginx when CI=true and skips loudly otherwise.
 NGINX="${NGINX_PATH:-/usr/sbin/nginx}"

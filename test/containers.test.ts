@@ -1,15 +1,16 @@
-// Dockerfile, Dockerfile.gpu, deploy/compose.yaml and deploy/nginx.conf cannot be built or run here
-// (no Docker engine, and hadolint is not packaged by Debian), so they are checked against the
+// Dockerfile, Dockerfile.gpu, deploy/compose.yaml and deploy/nginx/nginx.conf cannot be built or run
+// here (no Docker engine, and hadolint is not packaged by Debian), so they are checked against the
 // project: base images whose glibc loads the Node 24 uWebSockets.js build, the very Node and npm
 // that scripts/debian13-node.sh tests, npm ci, every copied path, port, environment name, flag and
 // route the server actually has, and an nginx front that passes WebSocket upgrades to both nodes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, loadConfig, USAGE } from '../server/config.js';
+import { serverEnvNames } from './helpers/server-env.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const read = (file: string) => readFileSync(path.join(REPO, file), 'utf8');
@@ -40,23 +41,6 @@ function parseDockerfile(file: string): { instructions: Instruction[]; args: Map
   const stages = instructions.filter((i) => i.op === 'FROM');
   const runtime = instructions.slice(instructions.lastIndexOf(stages[stages.length - 1]));
   return { instructions, args, runtime, froms: stages.map((s) => s.args.split(/\s+/)[0]) };
-}
-
-/** Environment names the server (and its uWebSockets.js loader) reads. */
-function serverEnvNames(): Set<string> {
-  const names = new Set<string>();
-  const walk = (dir: string) => {
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
-      const full = path.join(dir, entry.name);
-      if (entry.isDirectory()) walk(full);
-      else if (entry.name.endsWith('.ts')) for (const m of readFileSync(full, 'utf8').matchAll(/\benv\.([A-Z][A-Z0-9_]*)\b/g)) names.add(m[1]);
-    }
-  };
-  walk(path.join(REPO, 'server'));
-  // Read by the C library, not by our code: it makes freed image buffers go back to the system
-  // (docs/security.md), and `npm start` sets it too.
-  names.add('MALLOC_MMAP_THRESHOLD_');
-  return names;
 }
 
 const ENV_NAMES = serverEnvNames();
@@ -206,8 +190,8 @@ test('deploy/compose.yaml: two server nodes built from the project, behind nginx
   assert.ok(existsSync(path.join(REPO, 'deploy', mount[0])), `nginx config ${mount[0]}`);
 });
 
-test('deploy/nginx.conf: least connections over both nodes, WebSocket upgrades, timeouts past the server\'s', () => {
-  const conf = read('deploy/nginx.conf').replace(/#.*$/gm, '');
+test('deploy/nginx/nginx.conf: least connections over both nodes, WebSocket upgrades, timeouts past the server\'s, retries elsewhere', () => {
+  const conf = read('deploy/nginx/nginx.conf').replace(/#.*$/gm, '');
   const compose = parseYaml(read('deploy/compose.yaml'), { merge: true }) as { services: Record<string, ComposeService> };
   const port = compose.services.node1.environment?.PORT;
   const upstream = conf.match(/upstream realtime \{([^}]*)\}/)?.[1] ?? '';
@@ -223,6 +207,18 @@ test('deploy/nginx.conf: least connections over both nodes, WebSocket upgrades, 
     const seconds = Number(conf.match(new RegExp(`${name} (\\d+)s;`))?.[1]);
     assert.ok(seconds > DEFAULTS.limits.idleTimeoutSeconds && seconds > DEFAULTS.limits.sessionIdleSeconds, `${name} ${seconds} s`);
   }
+  // A refused upgrade (503 from a loading, draining or full node) or an unreachable node sends the
+  // client to the next node; each such node sits out a few seconds (passive health).
+  assert.match(conf, /proxy_next_upstream error timeout http_503;/);
+  assert.ok(Number(conf.match(/proxy_next_upstream_tries (\d+);/)?.[1]) >= 2, 'at least one other node is tried');
+  for (const line of upstream.match(/server \S+[^;]*;/g) ?? []) assert.match(line, /max_fails=\d+ fail_timeout=\d+s;/, line);
+  // With every node out nginx says 502 itself; clients must see 503 + Retry-After, as from a node.
+  assert.match(conf, /error_page 502 504 = @unavailable;/);
+  assert.match(conf, /location @unavailable \{[^}]*add_header Retry-After \d+ always;[^}]*return 503 /);
+  // fal's routes take an 8 MiB image as a base64 data URI (checked end to end in nginx-deploy.e2e).
+  assert.match(conf, /client_max_body_size 11250347;/);
+  assert.match(conf, /proxy_buffering off;/, 'SSE and frames unbuffered');
+  assert.match(conf, /location = \/metrics \{\s*return 404;/, 'metrics stay off the public side');
   const listen = conf.match(/listen (\d+);/)?.[1];
   assert.ok(compose.services.nginx.ports?.some((p) => p.endsWith(`:${listen}`)), `nginx publishes its listen port ${listen}`);
 });

@@ -1,8 +1,9 @@
-// deploy/nginx.conf, the front of deploy/compose.yaml, run by Debian's nginx in front of two real
+// deploy/nginx/nginx.conf, the front of deploy/compose.yaml, run by Debian's nginx in front of two real
 // server processes on loopback: only the upstream addresses, the listen address and the paths a
 // non-container nginx needs are changed. Sessions spread over both nodes, frames come back through
-// the proxy, browser tokens work across nodes with one TOKEN_SECRET, and a node that leaves costs
-// new clients nothing. Without nginx: fails when CI=true, otherwise skips loudly
+// the proxy, browser tokens work across nodes with one TOKEN_SECRET, fal bodies up to the server's
+// own limit get through and larger ones stop at nginx, a node that leaves costs new clients nothing, and with every node gone
+// clients still get 503 + Retry-After. Without nginx: fails when CI=true, otherwise skips loudly
 // (scripts/ensure-nginx.sh installs it).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServerProcess, stopProcess, type ServerProcess } from './helpers/server-process.js';
 import { TestClient } from './helpers/ws-client.js';
+import WebSocket from 'ws';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const NGINX = process.env.NGINX_PATH ?? '/usr/sbin/nginx';
@@ -36,9 +38,9 @@ function freePort(): Promise<number> {
   });
 }
 
-/** deploy/nginx.conf with the compose service names and port replaced by loopback addresses. */
+/** deploy/nginx/nginx.conf with the compose service names and port replaced by loopback addresses. */
 function localConfig(dir: string, listen: number, nodes: ServerProcess[]): string {
-  let conf = readFileSync(path.join(REPO, 'deploy', 'nginx.conf'), 'utf8');
+  let conf = readFileSync(path.join(REPO, 'deploy', 'nginx', 'nginx.conf'), 'utf8');
   const upstreams = [...conf.matchAll(/server (node\d):(\d+)/g)];
   assert.equal(upstreams.length, nodes.length, 'one upstream per node');
   upstreams.forEach((m, i) => (conf = conf.replace(m[0], `server 127.0.0.1:${nodes[i].port}`)));
@@ -47,12 +49,21 @@ function localConfig(dir: string, listen: number, nodes: ServerProcess[]): strin
   return conf.replace('http {', `http {\n  access_log off;\n${paths}`);
 }
 
+/** client_max_body_size of deploy/nginx/nginx.conf, in bytes. */
+function nginxBodyLimit(): number {
+  const conf = readFileSync(path.join(REPO, 'deploy', 'nginx', 'nginx.conf'), 'utf8');
+  const m = conf.match(/^\s*client_max_body_size (\d+)([km]?);/m);
+  assert.ok(m, 'client_max_body_size in nginx.conf');
+  const unit: Record<string, number> = { '': 1, k: 1024, m: 1024 * 1024 };
+  return Number(m[1]) * unit[m[2]];
+}
+
 async function metric(node: ServerProcess, name: string): Promise<number> {
   const text = await (await fetch(`${node.httpUrl}/metrics`)).text();
   return Number(text.match(new RegExp(`^${name} (\\S+)$`, 'm'))?.[1]);
 }
 
-describe('deploy/nginx.conf in front of two server nodes', { skip: missing ?? false }, () => {
+describe('deploy/nginx/nginx.conf in front of two server nodes', { skip: missing ?? false }, () => {
   let dir: string;
   let nodes: ServerProcess[];
   let nginx: ChildProcess;
@@ -130,6 +141,27 @@ describe('deploy/nginx.conf in front of two server nodes', { skip: missing ?? fa
     }
   });
 
+  test("fal bodies up to nginx's limit reach a node, whose own limit is no lower; nginx refuses larger ones", async () => {
+    const limit = nginxBodyLimit();
+    assert.ok(limit >= Math.ceil((8 * 1024 * 1024 * 4) / 3) + 1024, 'room for an 8 MiB image as a base64 data URI');
+    const post = (bytes: number) =>
+      fetch(`${url}/fal-ai/fast-turbo-diffusion`, {
+        method: 'POST',
+        headers: { authorization: `Key ${API_KEY}`, 'content-type': 'application/json' },
+        body: Buffer.alloc(bytes, 0x20),
+      });
+    // A body of exactly the limit is read whole by a node, which answers in fal's JSON (the
+    // blank body is not a valid input); one byte more is refused by nginx without a node, so a
+    // node never refuses a body mid-upload, which resets the connection and costs it its place
+    // in nginx's rotation.
+    const whole = await post(limit);
+    assert.notEqual(whole.status, 413, await whole.clone().text());
+    assert.ok(typeof ((await whole.json()) as { message?: unknown }).message === 'string', 'answered by a node');
+    const over = await post(limit + 1);
+    assert.equal(over.status, 413);
+    assert.doesNotMatch(over.headers.get('content-type') ?? '', /json/, "nginx's own 413");
+  });
+
   test('a draining node sends new clients on to the other node, and finishes what it accepted', async () => {
     const [drainingNode, otherNode] = [0, 1];
     const opened: TestClient[] = [];
@@ -165,5 +197,26 @@ describe('deploy/nginx.conf in front of two server nodes', { skip: missing ?? fa
     } finally {
       await Promise.all(opened.map((c) => c.close()));
     }
+  });
+
+  test('with no node able to take a client nginx answers 503 and Retry-After, as a node would, not 502', async () => {
+    // The previous test stopped node 0; stop whatever is left, so every upstream refuses.
+    await Promise.all(nodes.map((n) => stopProcess(n.proc)));
+    for (let i = 0; i < 3; i++) {
+      const reply = await fetch(`${url}/readyz`);
+      assert.equal(reply.status, 503, `try ${i}`);
+      assert.equal(reply.headers.get('retry-after'), '1');
+      assert.equal(reply.headers.get('access-control-allow-origin'), '*', 'readable by a page on another origin, like /readyz');
+    }
+    const refused = await new Promise<{ status: number; retryAfter: unknown }>((resolve, reject) => {
+      const ws = new WebSocket(`${url.replace('http', 'ws')}/v1/realtime`, { headers: { authorization: `Key ${API_KEY}` } });
+      ws.once('unexpected-response', (_req, res) => {
+        resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] });
+        ws.terminate();
+      });
+      ws.once('open', () => reject(new Error('upgraded with no node up')));
+      ws.once('error', () => undefined);
+    });
+    assert.deepEqual(refused, { status: 503, retryAfter: '1' }, 'the client SDK waits and retries on 503 + Retry-After');
   });
 });
