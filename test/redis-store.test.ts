@@ -1,0 +1,448 @@
+// The shared queue (server/queue/redis-store.ts) against a real redis-server: the rules the SQLite
+// store's tests pin (test/job-store.test.ts), then what only several nodes have: a job taken on one
+// node and run on another, webhook rows handed to one node at a time, a SIGKILLed node's job run
+// again elsewhere, and results expiring on Redis's own clock.
+// Without redis-server: fails when CI=true, otherwise skips loudly (see scripts/ensure-redis.sh).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { Redis } from 'ioredis';
+import { RedisQueueStore, type RedisStoreOptions } from '../server/queue/redis-store.js';
+import { JobStoreError, type JobFile, type NewJob, type StoreLimits } from '../server/queue/types.js';
+import { redisMissing, startRedis, type RedisServer } from './helpers/redis-server.js';
+
+const CI = process.env.CI === 'true';
+const missing = redisMissing();
+if (missing && !CI) console.warn(`\n!!! SKIPPING the Redis queue tests: ${missing}\n`);
+if (missing && CI) {
+  test('redis-server is installed (required when CI=true)', () => assert.fail(missing));
+}
+
+const LIMITS: StoreLimits = { maxQueuedPerKey: 100, maxQueued: 1000, resultTtlMs: 60_000 };
+type After = { after(fn: () => Promise<void>): void };
+
+function job(overrides: Partial<NewJob> = {}): NewJob {
+  return { appId: 'fal-ai/fast-sdxl', keyId: 'key-a', input: { prompt: 'a red circle' }, priority: 'normal', ...overrides };
+}
+
+async function submitted(store: RedisQueueStore, overrides: Partial<NewJob> = {}): Promise<string> {
+  const result = await store.submit(job(overrides));
+  assert.ok(result.ok, 'submit refused');
+  return result.id;
+}
+
+const png = (fill: number, size = 64): JobFile => ({ name: 'image-0.png', contentType: 'image/png', bytes: new Uint8Array(size).fill(fill) });
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const wrongState = (err: unknown): boolean => err instanceof JobStoreError && err.code === 'wrong_state';
+function pick<T extends object>(value: T | undefined, ...keys: (keyof T)[]): Partial<T> | undefined {
+  return value && (Object.fromEntries(keys.map((k) => [k, value[k]])) as Partial<T>);
+}
+
+describe('RedisQueueStore on a real redis-server', { skip: missing ?? false }, () => {
+  let server: RedisServer;
+  let prefixes = 0;
+  before(async () => {
+    server = await startRedis();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  /** `count` stores (nodes) sharing one fresh key prefix, closed when the test ends. */
+  async function nodes(t: After, count: number, limits: Partial<StoreLimits> = {}, options: RedisStoreOptions = {}): Promise<RedisQueueStore[]> {
+    const prefix = `t${++prefixes}`;
+    const stores: RedisQueueStore[] = [];
+    for (let i = 0; i < count; i++) {
+      const store = await RedisQueueStore.open(server.url, { ...LIMITS, ...limits }, { prefix, ...options });
+      t.after(() => store.close());
+      stores.push(store);
+    }
+    return stores;
+  }
+
+  const openStore = async (t: After, limits: Partial<StoreLimits> = {}, options: RedisStoreOptions = {}): Promise<RedisQueueStore> =>
+    (await nodes(t, 1, limits, options))[0];
+
+  test('submit, claim, complete, get and file round trip', async (t) => {
+    const store = await openStore(t);
+    assert.equal(store.recovered, 0);
+    assert.equal(store.location, server.url);
+    const input = { prompt: 'a blue star', seed: 42, nested: { list: [1, 'two', null] } };
+    const submit = await store.submit(job({ input }));
+    assert.ok(submit.ok);
+    assert.equal(submit.position, 0);
+    assert.match(submit.id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+
+    const queued = await store.get(submit.id, 'key-a');
+    assert.deepEqual(pick(queued, 'status', 'position', 'input', 'attempts', 'cancelRequested', 'startedAt'), {
+      status: 'queued',
+      position: 0,
+      input,
+      attempts: 0,
+      cancelRequested: false,
+      startedAt: undefined,
+    });
+    assert.deepEqual(await store.counts(), { queued: 1, running: 0 });
+
+    const [claimed, ...rest] = await store.claim(4);
+    assert.equal(rest.length, 0);
+    assert.deepEqual(pick(claimed, 'id', 'status', 'attempts', 'position'), { id: submit.id, status: 'running', attempts: 1, position: undefined });
+    assert.equal(typeof claimed.startedAt, 'number');
+    assert.deepEqual(await store.counts(), { queued: 0, running: 1 });
+    assert.deepEqual(await store.claim(4), []);
+    assert.equal((await store.get(submit.id, 'key-a'))?.startedAt, claimed.startedAt);
+
+    const result = { images: [{ url: `/files/${submit.id}/image-0.png`, width: 8, height: 8 }], seed: 42 };
+    const second: JobFile = { name: 'image-1.webp', contentType: 'image/webp', bytes: Uint8Array.from([9, 8, 7]) };
+    await store.complete(submit.id, result, [png(5), second]);
+    const done = await store.get(submit.id, 'key-a');
+    assert.deepEqual(pick(done, 'status', 'result', 'position', 'attempts'), { status: 'completed', result, position: undefined, attempts: 1 });
+    assert.ok(done!.finishedAt! >= done!.startedAt!);
+    assert.deepEqual(await store.counts(), { queued: 0, running: 0 });
+
+    const file = await store.file(submit.id, 'image-0.png');
+    assert.equal(file?.contentType, 'image/png');
+    assert.deepEqual(file?.bytes, png(5).bytes);
+    assert.deepEqual((await store.file(submit.id, 'image-1.webp'))?.bytes, second.bytes);
+    assert.equal(await store.file(submit.id, 'nope.png'), undefined);
+    assert.equal(await store.file('no-such-id', 'image-0.png'), undefined);
+
+    const big = new Uint8Array(5 * 1024 * 1024).map((_, i) => i % 251);
+    await store.recordCompleted({ id: 'run-1', appId: 'app', keyId: 'key-a', files: [{ name: 'big.png', contentType: 'image/png', bytes: big }] });
+    assert.ok(Buffer.from((await store.file('run-1', 'big.png'))!.bytes).equals(Buffer.from(big)));
+    assert.equal((await store.get('run-1', 'key-a'))?.status, 'completed');
+    assert.equal(await store.get('run-1', 'key-b'), undefined);
+    assert.deepEqual(await store.counts(), { queued: 0, running: 0 });
+  });
+
+  test('normal priority goes before low, each oldest first', async (t) => {
+    const store = await openStore(t);
+    const ids: Record<string, string> = {};
+    const positions: Record<string, number> = {};
+    for (const [name, priority] of [['low1', 'low'], ['normal1', 'normal'], ['low2', 'low'], ['normal2', 'normal']] as const) {
+      const r = await store.submit(job({ priority, input: { name } }));
+      assert.ok(r.ok);
+      ids[name] = r.id;
+      positions[name] = r.position;
+    }
+    // Each submit's position is its place in line at that moment.
+    assert.deepEqual(positions, { low1: 0, normal1: 0, low2: 2, normal2: 1 });
+    const now: Record<string, number | undefined> = {};
+    for (const name of Object.keys(ids)) now[name] = (await store.get(ids[name], 'key-a'))?.position;
+    assert.deepEqual(now, { normal1: 0, normal2: 1, low1: 2, low2: 3 });
+    const order = (await store.claim(10)).map((j) => (j.input as { name: string }).name);
+    assert.deepEqual(order, ['normal1', 'normal2', 'low1', 'low2']);
+  });
+
+  test('per-key and total bounds count queued jobs only, across nodes', async (t) => {
+    const [a, b] = await nodes(t, 2, { maxQueuedPerKey: 2, maxQueued: 3 });
+    await submitted(a, { keyId: 'k1' });
+    await submitted(b, { keyId: 'k1' });
+    assert.deepEqual(await a.submit(job({ keyId: 'k1' })), { ok: false, reason: 'key_full' });
+    await submitted(b, { keyId: 'k2' });
+    assert.deepEqual(await b.submit(job({ keyId: 'k2' })), { ok: false, reason: 'full' });
+    assert.deepEqual(await a.submit(job({ keyId: 'k1' })), { ok: false, reason: 'key_full' }, 'the key limit is checked first');
+    // A running job no longer holds a place.
+    assert.equal((await b.claim(1)).length, 1);
+    assert.deepEqual(await a.counts(), { queued: 2, running: 1 });
+    await submitted(a, { keyId: 'k1' });
+    assert.deepEqual(await a.submit(job({ keyId: 'k3' })), { ok: false, reason: 'full' });
+
+    // Two nodes racing for the last places do not overshoot together.
+    const [c, d] = await nodes(t, 2, { maxQueuedPerKey: 5, maxQueued: 5 });
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => (i % 2 ? c : d).submit(job())));
+    assert.equal(results.filter((r) => r.ok).length, 5);
+    assert.deepEqual(await c.counts(), { queued: 5, running: 0 });
+  });
+
+  test('cancel: queued, running (on another node), finished, and another key’s', async (t) => {
+    const [a, b] = await nodes(t, 2, {}, { lockMs: 600 });
+    const queued = await submitted(a);
+    const running = await submitted(a);
+    const later = await submitted(a);
+    assert.equal(await a.cancel(queued, 'key-a'), 'cancelled');
+    assert.equal((await a.get(queued, 'key-a'))?.status, 'cancelled');
+    assert.equal((await a.get(later, 'key-a'))?.position, 1, 'out of line at once');
+    assert.equal(await a.cancel(queued, 'key-a'), 'finished');
+    assert.equal(await a.cancel(running, 'key-b'), 'not_found');
+    assert.equal(await a.cancel('no-such-id', 'key-a'), 'not_found');
+
+    const heard: string[] = [];
+    b.on('cancelRequested', (id) => heard.push(id));
+    assert.equal((await b.claim(1))[0].id, running);
+    assert.equal(await a.cancel(running, 'key-a'), 'running');
+    assert.deepEqual(pick(await a.get(running, 'key-a'), 'status', 'cancelRequested'), { status: 'running', cancelRequested: true });
+    // B hears of it with its next lock renewal (every lockMs / 3).
+    for (let i = 0; i < 40 && heard.length === 0; i++) await sleep(50);
+    assert.deepEqual(heard, [running]);
+    await b.finishCancelled(running);
+    assert.equal((await a.get(running, 'key-a'))?.status, 'cancelled');
+    assert.equal(await a.cancel(running, 'key-a'), 'finished');
+
+    const failed = await submitted(a);
+    await a.fail(failed, { status: 422, code: 'invalid_input', message: 'prompt too long' });
+    assert.equal(await a.cancel(failed, 'key-a'), 'finished');
+    assert.deepEqual((await a.get(failed, 'key-a'))?.error, { status: 422, code: 'invalid_input', message: 'prompt too long' });
+    assert.deepEqual(await a.counts(), { queued: 1, running: 0 });
+    assert.deepEqual((await b.claim(5)).map((j) => j.id), [later], 'cancelled and failed jobs never run');
+  });
+
+  test("get sees only the key's own jobs; files are served by id alone", async (t) => {
+    const store = await openStore(t);
+    const id = await submitted(store, { keyId: 'owner' });
+    assert.equal(await store.get(id, 'other'), undefined);
+    assert.equal((await store.get(id, 'owner'))?.keyId, 'owner');
+    await store.claim(1);
+    await store.complete(id, {}, [png(1)]);
+    assert.equal(await store.get(id, 'other'), undefined);
+    assert.ok(await store.file(id, 'image-0.png'));
+  });
+
+  test('requeue puts a running job back at the front; wrong states and other nodes are refused', async (t) => {
+    const [store, other] = await nodes(t, 2);
+    const first = await submitted(store);
+    const second = await submitted(store);
+    assert.equal((await store.claim(1))[0].id, first);
+    await submitted(store);
+    // Only the node holding a job may finish it.
+    await assert.rejects(other.complete(first, {}, []), wrongState);
+    await assert.rejects(other.fail(first, { status: 500, code: 'internal', message: 'x' }), wrongState);
+    await assert.rejects(other.requeue(first), wrongState);
+    assert.equal(await store.requeue(first), 'queued');
+    assert.deepEqual(pick(await store.get(first, 'key-a'), 'status', 'position', 'startedAt', 'attempts'), { status: 'queued', position: 0, startedAt: undefined, attempts: 1 });
+    assert.equal((await store.get(second, 'key-a'))?.position, 1);
+    const again = (await other.claim(1))[0];
+    assert.equal(again.id, first);
+    assert.equal(again.attempts, 2);
+
+    // A requeued job whose cancel was asked for is not put back in line.
+    assert.equal(await store.cancel(first, 'key-a'), 'running');
+    assert.equal(await other.requeue(first), 'cancelled');
+    assert.equal((await store.get(first, 'key-a'))?.status, 'cancelled');
+
+    await assert.rejects(store.requeue(second), wrongState);
+    await assert.rejects(store.complete(second, {}, []), wrongState);
+    await assert.rejects(store.complete('missing', {}, []), (err: unknown) => err instanceof JobStoreError && err.code === 'not_found');
+    await assert.rejects(store.submit(job({ priority: 'urgent' as never })), TypeError);
+    // Failing a queued job takes it out of line, from any node.
+    await other.fail(second, { status: 422, code: 'invalid_input', message: 'bad' });
+    assert.equal((await store.get(second, 'key-a'))?.status, 'failed');
+    assert.deepEqual(await store.counts(), { queued: 1, running: 0 });
+  });
+
+  test('a job submitted on one node runs on another; every node reads its result and files', async (t) => {
+    const [a, b] = await nodes(t, 2);
+    const id = await submitted(a, { webhookUrl: 'https://example.test/hook' });
+    assert.deepEqual(await a.claim(0), []);
+    const [claimed] = await b.claim(2);
+    assert.equal(claimed.id, id);
+    assert.deepEqual(await a.counts(), { queued: 0, running: 1 });
+    assert.equal((await a.get(id, 'key-a'))?.status, 'running');
+    await b.complete(id, { images: 1 }, [png(7)], '{"status":"OK"}');
+    assert.deepEqual(pick(await a.get(id, 'key-a'), 'status', 'result'), { status: 'completed', result: { images: 1 } });
+    assert.deepEqual((await a.file(id, 'image-0.png'))?.bytes, png(7).bytes);
+    assert.deepEqual((await a.dueWebhooks(Date.now(), 10)).map((d) => [d.requestId, d.body]), [[id, '{"status":"OK"}']]);
+  });
+
+  test('webhook rows come with complete/fail, atomically, and are handed to one node at a time', async (t) => {
+    const [a, b] = await nodes(t, 2, {}, { webhookLeaseMs: 400 });
+    const hook = 'https://example.test/hook';
+    const withHook = await submitted(a, { webhookUrl: hook });
+    const noBody = await submitted(a, { webhookUrl: hook });
+    const noHook = await submitted(a);
+    const failing = await submitted(a, { webhookUrl: hook });
+    const broken = await submitted(a, { webhookUrl: hook });
+    await a.claim(5);
+    const before = Date.now();
+    await a.complete(withHook, { a: 1 }, [png(1)], '{"request_id":"1"}');
+    await a.complete(noBody, { a: 2 }, []);
+    await a.complete(noHook, { a: 3 }, [], '{"ignored":true}');
+    await a.fail(failing, { status: 500, code: 'internal', message: 'x' }, '{"request_id":"4"}');
+
+    // A write refused part way (a file without a content type) leaves no trace.
+    const bad = { name: 'bad.png', contentType: null as unknown as string, bytes: new Uint8Array(1) };
+    await assert.rejects(a.complete(broken, {}, [png(2), bad], '{"request_id":"5"}'), TypeError);
+    assert.equal((await a.get(broken, 'key-a'))?.status, 'running');
+    assert.equal(await a.file(broken, 'image-0.png'), undefined);
+
+    assert.deepEqual(await a.dueWebhooks(before - 1, 10), [], 'due from the moment of the outcome');
+    const due = await a.dueWebhooks(Date.now(), 10);
+    assert.deepEqual(due.map((d) => [d.requestId, d.url, d.body, d.attempts]), [
+      [withHook, hook, '{"request_id":"1"}', 0],
+      [failing, hook, '{"request_id":"4"}', 0],
+    ]);
+    assert.deepEqual(await b.dueWebhooks(Date.now(), 10), [], 'leased to A');
+    assert.deepEqual(await a.dueWebhooks(Date.now(), 10), [], 'leased, even to A');
+    const [first, second] = due;
+    const later = Date.now() + 60_000;
+    await a.webhookAttempted(first.id, { delivered: false, nextAttemptAt: later });
+
+    // A never recorded the second (as if it died mid-post): due again once the lease runs out.
+    await sleep(450);
+    const retaken = await b.dueWebhooks(Date.now(), 10);
+    assert.deepEqual(retaken.map((d) => [d.id, d.attempts, d.nextAttemptAt]), [[second.id, 0, second.nextAttemptAt]]);
+    await b.webhookAttempted(second.id, { delivered: false, gaveUp: true, error: 'HTTP 500 five times' });
+    const retried = await b.dueWebhooks(later, 10);
+    assert.deepEqual(retried.map((d) => [d.id, d.attempts, d.nextAttemptAt]), [[first.id, 1, later]]);
+    await a.webhookAttempted(first.id, { delivered: true });
+    assert.deepEqual(await a.dueWebhooks(Number.MAX_SAFE_INTEGER, 10), []);
+    // Settled deliveries stay settled.
+    await a.webhookAttempted(first.id, { delivered: false, nextAttemptAt: 0 });
+    await a.webhookAttempted(12345, { delivered: true });
+    assert.deepEqual(await b.dueWebhooks(Number.MAX_SAFE_INTEGER, 10), []);
+
+    // Two nodes asking at the same moment split the due rows between them, none twice.
+    const many = await Promise.all(Array.from({ length: 8 }, () => submitted(a, { webhookUrl: hook })));
+    await b.claim(8);
+    for (const id of many) await b.complete(id, {}, [], `{"id":"${id}"}`);
+    const [fromA, fromB] = await Promise.all([a.dueWebhooks(Date.now(), 5), b.dueWebhooks(Date.now(), 5)]);
+    const handed = [...fromA, ...fromB].map((d) => d.requestId);
+    assert.equal(handed.length, 8);
+    assert.equal(new Set(handed).size, 8);
+  });
+
+  test('a node that loses a lock hears of it and cannot finish the job', async (t) => {
+    const store = await openStore(t, {}, { lockMs: 600, prefix: 'lost' });
+    const lost: string[] = [];
+    store.on('lockLost', (id) => lost.push(id));
+    const id = await submitted(store);
+    await store.claim(1);
+    const raw = new Redis(server.url);
+    t.after(async () => void raw.disconnect());
+    await raw.del(`lost:jobs:${id}:lock`);
+    for (let i = 0; i < 40 && lost.length === 0; i++) await sleep(50);
+    assert.deepEqual(lost, [id]);
+    await assert.rejects(store.complete(id, {}, []), wrongState);
+    // BullMQ's stalled check puts it back in line, for any node to run again.
+    let again: string[] = [];
+    for (let i = 0; i < 60 && again.length === 0; i++) {
+      again = (await store.claim(1)).map((j) => j.id);
+      if (again.length === 0) await sleep(50);
+    }
+    assert.deepEqual(again, [id]);
+  });
+
+  // The child claims two jobs and then only keeps their locks alive until it is SIGKILLed.
+  const CHILD = `
+const { RedisQueueStore } = await import(process.argv[1]);
+const store = await RedisQueueStore.open(process.argv[2], { maxQueuedPerKey: 100, maxQueued: 100, resultTtlMs: 60000 }, { prefix: process.argv[3], lockMs: 1500 });
+const jobs = await store.claim(2);
+process.stdout.write(JSON.stringify(jobs.map((j) => [j.id, j.attempts])) + '\\n');
+setInterval(() => {}, 1000);
+`;
+
+  test('a SIGKILLed node’s job runs again on another node; one cancelled meanwhile does not', { timeout: 20_000 }, async (t) => {
+    const prefix = `t${++prefixes}`;
+    const options = { prefix, lockMs: 1500 };
+    const a = await RedisQueueStore.open(server.url, LIMITS, options);
+    t.after(() => a.close());
+    const keep = await submitted(a);
+    const drop = await submitted(a);
+
+    const storeUrl = new URL('../server/queue/redis-store.js', import.meta.url).href;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', CHILD, storeUrl, server.url, prefix], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = once(child, 'exit');
+    t.after(() => void child.kill('SIGKILL'));
+    const [line] = await once(createInterface({ input: child.stdout! }), 'line');
+    assert.deepEqual(JSON.parse(line as string), [[keep, 1], [drop, 1]]);
+
+    // Alive, the child renews its locks: well past lockMs its jobs are still running there.
+    await sleep(2_500);
+    assert.deepEqual(await a.counts(), { queued: 0, running: 2 });
+    assert.deepEqual(await a.claim(2), []);
+    assert.equal(await a.cancel(drop, 'key-a'), 'running');
+
+    child.kill('SIGKILL');
+    const [, signal] = await exited;
+    assert.equal(signal, 'SIGKILL');
+    const killedAt = Date.now();
+    const b = await RedisQueueStore.open(server.url, LIMITS, options);
+    t.after(() => b.close());
+    let reclaimed: Awaited<ReturnType<RedisQueueStore['claim']>> = [];
+    while (reclaimed.length === 0 && Date.now() - killedAt < 10_000) {
+      reclaimed = await b.claim(2);
+      if (reclaimed.length === 0) await sleep(100);
+    }
+    const waited = Date.now() - killedAt;
+    assert.deepEqual(reclaimed.map((j) => [j.id, j.attempts]), [[keep, 2]]);
+    // lockMs, then at most two stalled-check intervals (lockMs / 2), plus slack.
+    assert.ok(waited < 1_500 + 1_500 + 1_000, `reclaimed after ${waited} ms`);
+    assert.equal((await a.get(drop, 'key-a'))?.status, 'cancelled');
+    assert.deepEqual(await a.counts(), { queued: 0, running: 1 });
+    await b.complete(keep, { again: true }, [png(4)]);
+    assert.deepEqual((await a.get(keep, 'key-a'))?.result, { again: true });
+  });
+
+  test('results, files and webhook rows expire: on Redis’s clock, and by expire(now)', async (t) => {
+    const short = await openStore(t, { resultTtlMs: 300 });
+    const soon = await submitted(short, { webhookUrl: 'https://example.test/hook' });
+    await short.claim(1);
+    await short.complete(soon, { ok: true }, [png(3)], '{"done":true}');
+    assert.ok(await short.file(soon, 'image-0.png'));
+    await sleep(450);
+    assert.equal(await short.get(soon, 'key-a'), undefined);
+    assert.equal(await short.file(soon, 'image-0.png'), undefined);
+    assert.deepEqual(await short.dueWebhooks(Date.now(), 10), []);
+
+    const store = await openStore(t, { resultTtlMs: 1000 });
+    const done = await submitted(store, { webhookUrl: 'https://example.test/hook' });
+    const failed = await submitted(store);
+    const running = await submitted(store);
+    const queued = await submitted(store);
+    await store.claim(3);
+    await store.complete(done, { ok: true }, [png(3)], '{"status":"OK"}');
+    await store.fail(failed, { status: 500, code: 'internal', message: 'boom' });
+    const finished = [(await store.get(done, 'key-a'))!.finishedAt!, (await store.get(failed, 'key-a'))!.finishedAt!];
+    assert.equal(await store.expire(Math.min(...finished) + 1000), 0, 'kept until finishedAt + TTL has passed');
+    assert.ok(await store.file(done, 'image-0.png'));
+    assert.equal(await store.expire(Math.max(...finished) + 1001), 2);
+    assert.equal(await store.get(done, 'key-a'), undefined);
+    assert.equal(await store.get(failed, 'key-a'), undefined);
+    assert.equal(await store.file(done, 'image-0.png'), undefined);
+    assert.deepEqual(await store.dueWebhooks(Number.MAX_SAFE_INTEGER, 10), []);
+    // Unfinished jobs never expire, however old.
+    assert.equal(await store.expire(Number.MAX_SAFE_INTEGER), 0);
+    assert.equal((await store.get(running, 'key-a'))?.status, 'running');
+    assert.equal((await store.get(queued, 'key-a'))?.status, 'queued');
+  });
+
+  test('expire drops a submit whose node died before BullMQ had the job', async (t) => {
+    const store = await openStore(t, {}, { prefix: 'orphan' });
+    const id = await submitted(store);
+    const raw = new Redis(server.url);
+    t.after(async () => void raw.disconnect());
+    // What a crash between the two writes of submit() leaves: our record, no BullMQ job.
+    await raw.multi().zrem('orphan:jobs:prioritized', id).del(`orphan:jobs:${id}`).hset(`orphan:job:${id}`, 'createdAt', 0).exec();
+    assert.deepEqual(await store.counts(), { queued: 1, running: 0 });
+    assert.equal(await store.expire(), 1);
+    assert.deepEqual(await store.counts(), { queued: 0, running: 0 });
+    assert.equal(await store.get(id, 'key-a'), undefined);
+  });
+
+  test('an unreachable Redis, a bad URL and bad limits are refused clearly', async () => {
+    const closed = await startRedis();
+    await closed.stop();
+    const started = Date.now();
+    await assert.rejects(
+      RedisQueueStore.open(closed.url.replace('redis://', 'redis://:hunter2@'), LIMITS, { connectTimeoutMs: 2_000 }),
+      (err: unknown) => err instanceof Error && err.message.startsWith(`cannot reach Redis at ${closed.url}`) && !err.message.includes('hunter2'),
+    );
+    assert.ok(Date.now() - started < 3_000);
+    await assert.rejects(RedisQueueStore.open('http://127.0.0.1:1', LIMITS), TypeError);
+    await assert.rejects(RedisQueueStore.open(server.url, { ...LIMITS, maxQueued: -1 }), RangeError);
+    await assert.rejects(RedisQueueStore.open(server.url, { ...LIMITS, resultTtlMs: Number.NaN }), RangeError);
+  });
+
+  test('close puts the jobs a node still holds back in line; later calls reject', async (t) => {
+    const [a, b] = await nodes(t, 2);
+    const id = await submitted(a);
+    await a.claim(1);
+    await a.close();
+    await a.close();
+    await assert.rejects(a.counts(), /closed/);
+    const again = await b.claim(1);
+    assert.deepEqual(again.map((j) => [j.id, j.attempts]), [[id, 2]]);
+  });
+});
