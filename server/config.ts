@@ -122,6 +122,7 @@ const FLAGS = {
   '--full-queue': 'fullQueue',
   '--app': 'app',
   '--data-dir': 'dataDir',
+  '--queue': 'queue',
   '--queue-max': 'queueMax',
   '--queue-max-per-key': 'queueMaxPerKey',
   '--result-ttl': 'resultTtl',
@@ -186,6 +187,8 @@ fal's API (docs/fal.md):
                        fal-ai/fast-turbo-diffusion, fal-ai/fast-lcm-diffusion and fal-ai/lcm-sd15-i2i on --model;
                        env APPS: comma-separated)
   --data-dir DIR       the queue's SQLite database and result images (default ./data; env DATA_DIR)
+  --queue URL          share the queue among several servers in Redis: redis://HOST:PORT[/DB] (default: SQLite
+                       in --data-dir, for one server; env QUEUE)
   --queue-max N        queued jobs at most; more get 429 (default 10000)
   --queue-max-per-key N  queued jobs per API key (default 1000)
   --result-ttl S       keep finished results and their images S seconds (default 3600)

@@ -7,6 +7,8 @@ export interface FalConfig {
   apps: FalApp[];
   /** SQLite queue and result files live here (`--data-dir`, default ./data). */
   dataDir: string;
+  /** A queue shared by several servers (`--queue redis://...`); absent: SQLite under dataDir. */
+  queueUrl: string | undefined;
   /** Queued (not yet running) jobs at most, in all and per key; more get 429. */
   maxQueued: number;
   maxQueuedPerKey: number;
@@ -24,11 +26,18 @@ export interface FalConfig {
 export interface FalFlags {
   app?: string[];
   dataDir?: string;
+  queue?: string;
   queueMax?: string;
   queueMaxPerKey?: string;
   resultTtl?: string;
   imageHosts?: string;
   publicUrl?: string;
+}
+
+function queueUrl(raw: string | undefined): string | undefined {
+  if (!raw || raw === 'sqlite') return undefined;
+  if (!/^rediss?:\/\//.test(raw)) throw new Error(`--queue must be sqlite (the default) or a redis:// or rediss:// URL, got "${raw}"`);
+  return raw;
 }
 
 type Integer = (name: string, raw: string | undefined, fallback: number, min: number, max: number) => number;
@@ -41,6 +50,7 @@ export function loadFalConfig(flags: FalFlags, env: NodeJS.ProcessEnv, modelDir:
   return {
     apps,
     dataDir: path.resolve(flags.dataDir ?? env.DATA_DIR ?? 'data'),
+    queueUrl: queueUrl(flags.queue ?? env.QUEUE),
     maxQueued: integer('--queue-max', flags.queueMax, 10_000, 1, 10_000_000),
     maxQueuedPerKey: integer('--queue-max-per-key', flags.queueMaxPerKey, 1000, 1, 10_000_000),
     resultTtlMs: 1000 * integer('--result-ttl', flags.resultTtl, 3600, 1, 30 * 86_400),

@@ -8,6 +8,9 @@ import type { Logger } from '../logger.js';
 import type { RealtimeHub } from '../realtime/hub.js';
 import type { LivenessSweep } from '../realtime/liveness.js';
 import { JobStore } from '../queue/job-store.js';
+import type { QueueStore } from '../queue/types.js';
+import { redactRedisUrl } from '../queue/redis-url.js';
+import type { FalConfig } from './fal-config.js';
 import { AppTable } from './apps.js';
 import { FalMetrics } from './fal-metrics.js';
 import { FalHttpApi } from './http-api.js';
@@ -17,6 +20,25 @@ import { QueueRunner } from './queue-runner.js';
 import { registerFalRealtime } from './realtime-route.js';
 import { ResultFiles } from './result-files.js';
 import { WebhookDispatcher } from './webhooks.js';
+
+/** What a shared queue tells the node running a job: another node took its cancel request, or
+ * the job's lock was lost (it may now run elsewhere). */
+interface SharedQueueEvents {
+  cancelled(id: string): void;
+  error(err: Error): void;
+}
+
+/** SQLite for one server; Redis (loaded only when asked for) for a queue several servers share. */
+async function openQueueStore(fal: FalConfig, events: SharedQueueEvents): Promise<QueueStore> {
+  const limits = { maxQueued: fal.maxQueued, maxQueuedPerKey: fal.maxQueuedPerKey, resultTtlMs: fal.resultTtlMs };
+  if (!fal.queueUrl) return JobStore.open(fal.dataDir, limits);
+  const { RedisQueueStore } = await import('../queue/redis-store.js');
+  const store = await RedisQueueStore.open(fal.queueUrl, limits);
+  store.on('cancelRequested', (id: string) => events.cancelled(id));
+  store.on('lockLost', (id: string) => events.cancelled(id));
+  store.on('error', (err: Error) => events.error(err));
+  return store;
+}
 
 export interface FalFrontDoor {
   /** Whether jobs survive restarts here: false when no SQLite driver could be loaded. */
@@ -32,19 +54,22 @@ export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, conf
   const apps = new AppTable(fal.apps);
   const imageFetch = { allowedHosts: fal.imageHosts, timeoutMs: fal.imageFetchTimeoutMs };
 
-  let store: JobStore | undefined;
+  let webhooks: WebhookDispatcher | undefined;
+  let runner: QueueRunner | undefined;
+  let store: QueueStore | undefined;
   let storeError: string | undefined;
   try {
-    store = await JobStore.open(fal.dataDir, { maxQueued: fal.maxQueued, maxQueuedPerKey: fal.maxQueuedPerKey, resultTtlMs: fal.resultTtlMs });
+    store = await openQueueStore(fal, {
+      cancelled: (id) => runner?.cancel(id),
+      error: (err) => logger.warn({ err: err.message }, 'shared queue error'),
+    });
     if (store.recovered > 0) logger.warn({ jobs: store.recovered }, 'queued jobs that were running when the server stopped are queued again');
   } catch (err) {
     storeError = (err as Error).message;
-    logger.error({ dataDir: fal.dataDir, err: storeError }, "fal's queue API is unavailable: its store cannot open");
+    logger.error({ queue: fal.queueUrl ? redactRedisUrl(fal.queueUrl) : fal.dataDir, err: storeError }, "fal's queue API is unavailable: its store cannot open");
   }
   const metrics = new FalMetrics(hub.metrics, () => store ? store.counts() : Promise.resolve({ queued: 0, running: 0 }));
 
-  let webhooks: WebhookDispatcher | undefined;
-  let runner: QueueRunner | undefined;
   if (store) {
     const secret = fal.webhookSecret ?? randomBytes(32).toString('hex');
     if (!fal.webhookSecret) logger.warn('no WEBHOOK_SECRET or TOKEN_SECRET: webhooks are signed with a random per-process secret receivers cannot know');
@@ -77,7 +102,7 @@ export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, conf
     publicUrl: fal.publicUrl,
     tls: config.tls !== undefined,
   });
-  logger.info({ apps: apps.list().map((a) => a.id), queue: store ? fal.dataDir : `unavailable: ${storeError}` }, 'fal API ready to serve');
+  logger.info({ apps: apps.list().map((a) => a.id), queue: store ? store.location : `unavailable: ${storeError}` }, 'fal API ready to serve');
 
   return {
     queueAvailable: store !== undefined,

@@ -15,18 +15,7 @@ export function positive(name: string, value: number): number {
   return value;
 }
 
-/** The URL as logs may show it: without its password. */
-export function redactRedisUrl(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new TypeError(`not a Redis URL: ${url.replace(/:[^:@/]*@/, ':***@')}`);
-  }
-  if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') throw new TypeError(`not a Redis URL (redis:// or rediss://): ${parsed.protocol}`);
-  parsed.password = '';
-  return parsed.toString();
-}
+export { redactRedisUrl } from './redis-url.js';
 
 /** One connection, one PING, then gone: rejects saying why when Redis does not answer in time.
  * ioredis leaves a timer behind when it gives up a connection (for disconnectTimeout, or for
