@@ -165,10 +165,10 @@ interface ComposeService {
   stop_grace_period?: string;
 }
 
-test('deploy/compose.yaml: two server nodes built from the project, behind nginx', () => {
+test('deploy/compose.yaml: two server nodes built from the project, behind nginx, sharing a queue on Redis', () => {
   const compose = parseYaml(read('deploy/compose.yaml'), { merge: true }) as { services: Record<string, ComposeService> };
   const services = compose.services;
-  assert.deepEqual(Object.keys(services).sort(), ['nginx', 'node1', 'node2'], 'no Redis until the server has a shared queue');
+  assert.deepEqual(Object.keys(services).sort(), ['nginx', 'node1', 'node2', 'redis']);
   const { runtime } = parseDockerfile('Dockerfile');
   for (const name of ['node1', 'node2']) {
     const node = services[name];
@@ -178,6 +178,7 @@ test('deploy/compose.yaml: two server nodes built from the project, behind nginx
     for (const key of Object.keys(env)) assert.ok(ENV_NAMES.has(key), `${name}: the server never reads ${key}`);
     assert.match(env.API_KEYS ?? '', /^\$\{API_KEYS:\?/, 'keys are required: the nodes bind 0.0.0.0');
     assert.match(env.TOKEN_SECRET ?? '', /^\$\{TOKEN_SECRET:\?/, 'one token secret, so either node accepts a token');
+    assert.equal(env.QUEUE, 'redis://redis:6379', 'one queue for both nodes, on the redis service');
     assert.deepEqual(node.expose, [env.PORT]);
     assert.ok(runtime.some((i) => i.op === 'EXPOSE' && i.args.includes(env.PORT)));
     assert.ok(runtime.some((i) => i.op === 'HEALTHCHECK'), 'depends_on service_healthy needs the image health check');

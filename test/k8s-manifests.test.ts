@@ -23,10 +23,6 @@ const read = (file: string) => readFileSync(path.join(REPO, file), 'utf8');
 const MANIFESTS = loadManifests();
 const DEFAULTS = loadConfig([], {});
 const ROUTES = [...read('server/http/routes.ts').matchAll(/app\.get\('([^']+)'/g)].map((m) => m[1]);
-/** Names the server's environment may carry that it does not read yet, each with the reason. */
-const PENDING_ENV: Record<string, string> = {
-  QUEUE: 'the shared job queue on Redis (--queue / env QUEUE) is added by the shared-queue work',
-};
 const ENV_NAMES = serverEnvNames();
 
 function one<T>(kind: string, name?: string): T & Manifest {
@@ -155,8 +151,7 @@ test('the server container agrees with the server: port, probe routes, env names
   assert.equal(probes.livenessProbe?.httpGet?.path, '/healthz');
   assert.equal(probes.startupProbe?.httpGet?.path, '/healthz');
 
-  for (const name of env.keys()) assert.ok(ENV_NAMES.has(name) || name in PENDING_ENV, `env ${name}: the server never reads it`);
-  for (const name of Object.keys(PENDING_ENV)) assert.ok(env.has(name), `PENDING_ENV ${name} is used`);
+  for (const name of env.keys()) assert.ok(ENV_NAMES.has(name), `env ${name}: the server never reads it`);
   const secrets = { API_KEYS: 'k'.repeat(32), TOKEN_SECRET: 's'.repeat(64) };
   const config = loadConfig([], processEnv(secrets));
   assert.equal(config.port, http?.containerPort);
