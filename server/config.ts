@@ -123,6 +123,7 @@ const FLAGS = {
   '--app': 'app',
   '--data-dir': 'dataDir',
   '--queue': 'queue',
+  '--queue-lock': 'queueLock',
   '--queue-max': 'queueMax',
   '--queue-max-per-key': 'queueMaxPerKey',
   '--result-ttl': 'resultTtl',
@@ -189,6 +190,7 @@ fal's API (docs/fal.md):
   --data-dir DIR       the queue's SQLite database and result images (default ./data; env DATA_DIR)
   --queue URL          share the queue among several servers in Redis: redis://HOST:PORT[/DB] (default: SQLite
                        in --data-dir, for one server; env QUEUE)
+  --queue-lock S       shared queue: a server silent S seconds loses its running jobs to the others (default 30)
   --queue-max N        queued jobs at most; more get 429 (default 10000)
   --queue-max-per-key N  queued jobs per API key (default 1000)
   --result-ttl S       keep finished results and their images S seconds (default 3600)

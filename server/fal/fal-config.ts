@@ -9,6 +9,8 @@ export interface FalConfig {
   dataDir: string;
   /** A queue shared by several servers (`--queue redis://...`); absent: SQLite under dataDir. */
   queueUrl: string | undefined;
+  /** Shared queue: a node silent this long loses its running jobs to the other nodes. */
+  queueLockMs: number;
   /** Queued (not yet running) jobs at most, in all and per key; more get 429. */
   maxQueued: number;
   maxQueuedPerKey: number;
@@ -27,6 +29,7 @@ export interface FalFlags {
   app?: string[];
   dataDir?: string;
   queue?: string;
+  queueLock?: string;
   queueMax?: string;
   queueMaxPerKey?: string;
   resultTtl?: string;
@@ -51,6 +54,7 @@ export function loadFalConfig(flags: FalFlags, env: NodeJS.ProcessEnv, modelDir:
     apps,
     dataDir: path.resolve(flags.dataDir ?? env.DATA_DIR ?? 'data'),
     queueUrl: queueUrl(flags.queue ?? env.QUEUE),
+    queueLockMs: 1000 * integer('--queue-lock', flags.queueLock, 30, 1, 3600),
     maxQueued: integer('--queue-max', flags.queueMax, 10_000, 1, 10_000_000),
     maxQueuedPerKey: integer('--queue-max-per-key', flags.queueMaxPerKey, 1000, 1, 10_000_000),
     resultTtlMs: 1000 * integer('--result-ttl', flags.resultTtl, 3600, 1, 30 * 86_400),

@@ -33,7 +33,7 @@ async function openQueueStore(fal: FalConfig, events: SharedQueueEvents): Promis
   const limits = { maxQueued: fal.maxQueued, maxQueuedPerKey: fal.maxQueuedPerKey, resultTtlMs: fal.resultTtlMs };
   if (!fal.queueUrl) return JobStore.open(fal.dataDir, limits);
   const { RedisQueueStore } = await import('../queue/redis-store.js');
-  const store = await RedisQueueStore.open(fal.queueUrl, limits);
+  const store = await RedisQueueStore.open(fal.queueUrl, limits, { lockMs: fal.queueLockMs });
   store.on('cancelRequested', (id: string) => events.cancelled(id));
   store.on('lockLost', (id: string) => events.cancelled(id));
   store.on('error', (err: Error) => events.error(err));
