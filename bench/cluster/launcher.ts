@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import type { NodeLoad } from '../../server/realtime/hub.js';
 import { failTimeoutMs, nginxConfigPath, renderNginxConfig } from './nginx-config.js';
-import { isRunning, startNodeProcess, stopNodeProcess, type NodeExit, type NodeProcess } from './node-process.js';
+import { isRunning, reapOnExit, startNodeProcess, stopNodeProcess, type NodeExit, type NodeProcess } from './node-process.js';
 
 export type { NodeExit } from './node-process.js';
 
@@ -161,6 +161,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     const sourceText = readFileSync(source, 'utf8');
     writeFileSync(confFile, renderNginxConfig(sourceText, { dir, listenPort, upstreamPorts: nodes.map((n) => n.port), sourceDir: path.dirname(source) }));
     nginx = spawn(NGINX, ['-p', dir, '-c', confFile, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    reapOnExit(nginx, 'SIGTERM');
     nginx.stderr!.on('data', (chunk) => (nginxStderr = (nginxStderr + chunk).slice(-4000)));
     const url = `http://127.0.0.1:${listenPort}`;
     const proxy = nginx;

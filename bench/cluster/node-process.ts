@@ -25,12 +25,21 @@ export interface NodeProcess {
 
 const MAX_LOG_LINES = 2000;
 
-// Processes still running when this one exits (a crash, a time limit) go with it: a stray node
-// would keep its port and its share of the CPU.
-const running = new Set<ChildProcess>();
+// Processes still running when this one exits (a crash, a time limit) go with it: a stray node or
+// nginx would keep its port and its share of the CPU.
+const running = new Map<ChildProcess, NodeJS.Signals>();
 process.once('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
+  for (const [child, signal] of running) child.kill(signal);
 });
+
+/**
+ * Signals `child` when this process exits, should it still be running then. SIGKILL suits a node
+ * (its inference process follows it); nginx wants SIGTERM, or its workers outlive their master.
+ */
+export function reapOnExit(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): void {
+  running.set(child, signal);
+  child.once('exit', () => running.delete(child));
+}
 
 export function isRunning(proc: ChildProcess): boolean {
   return proc.exitCode === null && proc.signalCode === null;
@@ -46,11 +55,8 @@ export async function startNodeProcess(args: readonly string[], env: NodeJS.Proc
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  running.add(proc);
-  const exited = once(proc, 'exit').then(([code, signal]) => {
-    running.delete(proc);
-    return { code: code as number | null, signal: signal as NodeJS.Signals | null };
-  });
+  reapOnExit(proc);
+  const exited = once(proc, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
   let stderr = '';
   proc.stderr!.on('data', (chunk) => (stderr = (stderr + chunk).slice(-4000)));
   const logs: Record<string, unknown>[] = [];
