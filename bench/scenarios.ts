@@ -168,6 +168,7 @@ export const SUITES = {
   batching: 'step-level batching on and off: 1 to 64 closed-loop sessions per --max-batch value (bench/batching.ts)',
   fastpath: 'the few-step fast path arm by arm (final decoder, one decode per image, stream batching, all together) on one camera stream (bench/fastpath.ts)',
   'hot-path': "the batch runner's host work around onnxruntime per iteration, and what it is made of (bench/hot-path.ts)",
+  cluster: 'several nodes behind nginx: frames/s of 1, 2, 3 nodes, latency during a rolling restart, SIGKILL to next frame (bench/cluster.ts)',
   all: 'every load scenario, then http and idle, each against its own fresh local server',
 } as const;
 export type SuiteName = keyof typeof SUITES;
