@@ -1,7 +1,7 @@
 // Assembles the server: the realtime hub (engine, scheduler, sessions), and its front doors on one
 // uWebSockets.js app: the native socket route, fal's realtime and HTTP routes, and the plain HTTP
 // routes.
-import uWS, { type us_listen_socket, uwsBuild } from './transport/uws.js';
+import uWS, { type TemplatedApp, type us_listen_socket, uwsBuild } from './transport/uws.js';
 import type { ServerConfig } from './config.js';
 import { registerRoutes } from './http/routes.js';
 import { registerTokenRoute } from './http/tokens-route.js';
@@ -23,6 +23,12 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** uWS's listen(host, port, options, cb), which its type declarations leave out. */
+function listenExclusive(app: TemplatedApp, host: string, port: number, cb: (socket: us_listen_socket | false) => void): void {
+  (app.listen as unknown as (h: string, p: number, options: number, c: typeof cb) => void)(host, port, EXCLUSIVE_PORT, cb);
+}
+const EXCLUSIVE_PORT = 1; // LIBUS_LISTEN_EXCLUSIVE_PORT
+
 export async function startServer(config: ServerConfig, logger: Logger, hooks: HubHooks = {}): Promise<RunningServer> {
   const hub = createRealtimeHub(config, logger, hooks);
   const app = config.tls ? uWS.SSLApp({ cert_file_name: config.tls.certFile, key_file_name: config.tls.keyFile }) : uWS.App();
@@ -33,7 +39,9 @@ export async function startServer(config: ServerConfig, logger: Logger, hooks: H
   registerRoutes(app, hub);
 
   const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
-    app.listen(config.host, config.port, (socket) => {
+    // Exclusive: without it uWS shares a fixed port (SO_REUSEPORT) with a server already on it, and
+    // two servers would split one port's connections instead of the second failing to start.
+    listenExclusive(app, config.host, config.port, (socket) => {
       if (socket) resolve(socket);
       else reject(new Error(`cannot listen on ${config.host}:${config.port} (in use or not permitted)`));
     });

@@ -76,6 +76,9 @@ interface Running extends Admitted {
 /** Suggested waits for retryable errors: a restart takes about a second, a drain ends the socket. */
 const RETRY_AFTER_RESTART_MS = 1000;
 const RECONNECT_AFTER_SHUTDOWN_MS = 100;
+/** After going_away: reconnect at once. This node refuses the upgrade (503), so a balancer retries
+ * another node, and a lone server's refusal says how long to wait (Retry-After). */
+const RECONNECT_AFTER_GOING_AWAY_MS = 0;
 
 export class RealtimeSession implements SchedulableSession, DrainableSession {
   private pending: Admitted | undefined;
@@ -383,7 +386,7 @@ export class RealtimeSession implements SchedulableSession, DrainableSession {
 
   goAway(): void {
     if (this.closed) return;
-    this.outbox.control({ type: 'going_away', reason: 'shutdown', reconnectAfterMs: RECONNECT_AFTER_SHUTDOWN_MS });
+    this.outbox.control({ type: 'going_away', reason: 'shutdown', reconnectAfterMs: RECONNECT_AFTER_GOING_AWAY_MS });
     void this.outbox.flushed().then(() => this.sink.close(CloseCode.GoingAway, 'server shutting down'));
   }
 
