@@ -15,7 +15,7 @@ export const USAGE = `Usage: npm run bench -- <scenario | suite | list> [options
 
 Load scenarios: typing, camera-15, camera-30, drawing, burst, saturate, ceiling, ceiling-no-previews,
                 transport-echo
-Suites:         http, idle, peer, overhead, batching, hot-path, fastpath, cluster, hostile, all   (npm run bench -- list describes each)
+Suites:         http, idle, peer, overhead, batching, hot-path, fastpath, cluster, fal, hostile, all   (npm run bench -- list describes each)
 
 Target (default: a server started by the bench on 127.0.0.1, stopped after each scenario)
   --url URL            load this server instead (ws://HOST:PORT/v1/realtime)
@@ -49,6 +49,7 @@ batching passes its options to bench/batching.ts: [--sessions 1,4,16,64] [--batc
 hot-path passes its options to bench/hot-path.ts: [--model DIR] [--size N] [--steps 2] [--batch 1,4] [--requests 100]
 fastpath passes its options to bench/fastpath.ts: [--model DIR] [--steps-run 1,2] [--rate 120] [--duration 5] [--rounds 3] [--arms ...]
 cluster passes its options to bench/cluster.ts: [--sessions 24] [--duration 5] [--nodes 1,2,3] [--rounds 2] [--rates 1.5,0] [--kills 3] [--kill-rate 1.5] [--steps 2]
+fal passes its options to bench/fal.ts: [--model DIR] [--duration 3] [--rounds 8] [--rate 120] [--jobs 40] [--requests 20] [--poll-ms 20] [--quiet-wait S]
 report RUN.json [--out DIR] rewrites the markdown and charts of a saved run`;
 
 /** Benchmarks that parse their own options: the command and its script (relative to bench/). */
@@ -58,6 +59,7 @@ export const SELF_CONTAINED: Record<string, string> = {
   'hot-path': './hot-path.js',
   fastpath: './fastpath.js',
   cluster: './cluster.js',
+  fal: './fal.js',
 };
 
 export interface BenchOptions {

@@ -167,6 +167,7 @@ export const SUITES = {
   overhead: 'server overhead: one session through the server against the in-process pipeline (bench/server-overhead.ts)',
   batching: 'step-level batching on and off: 1 to 64 closed-loop sessions per --max-batch value (bench/batching.ts)',
   fastpath: 'the few-step fast path arm by arm (final decoder, one decode per image, stream batching, all together) on one camera stream (bench/fastpath.ts)',
+  fal: "fal's routes against the native route on one server: a realtime camera stream each way (closed and open loop), queue jobs/s at saturation and the latency a queued job adds (bench/fal.ts)",
   'hot-path': "the batch runner's host work around onnxruntime per iteration, and what it is made of (bench/hot-path.ts)",
   cluster: 'several nodes behind nginx: frames/s of 1, 2, 3 nodes, latency during a rolling restart, SIGKILL to next frame (bench/cluster.ts)',
   all: 'every load scenario, then http and idle, each against its own fresh local server',
