@@ -17,7 +17,9 @@ import type { QueueRunner } from './queue-runner.js';
 import { queuedJobInput } from './queued-job.js';
 import { isAllowedHost } from './image-source.js';
 
-/** How often a status stream looks at its job: the store, not this process's memory, is the truth. */
+/** How often a status stream looks at its job at the latest: the store, not this process's memory,
+ * is the truth, and a job run by another node changes without this one hearing of it. A job run
+ * here wakes its streams at once. */
 const STATUS_STREAM_POLL_MS = 200;
 
 export class QueueRoutes {
@@ -152,7 +154,8 @@ export class QueueRoutes {
       if (text !== last) events.event(status);
       last = text;
       if (status.status === 'COMPLETED') break;
-      await new Promise((resolve) => setTimeout(resolve, STATUS_STREAM_POLL_MS));
+      if (this.runner) await this.runner.changed(first.id, STATUS_STREAM_POLL_MS);
+      else await new Promise((resolve) => setTimeout(resolve, STATUS_STREAM_POLL_MS));
       job = await store.get(first.id, principal.keyId);
     }
     events.end();

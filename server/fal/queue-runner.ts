@@ -40,6 +40,8 @@ interface Failure {
 
 export class QueueRunner {
   private readonly running = new Map<string, OneShot | undefined>();
+  /** Status streams waiting for a job's state to change on this node. */
+  private readonly watchers = new Map<string, Set<() => void>>();
   private timer: NodeJS.Timeout | undefined;
   private expireTimer: NodeJS.Timeout | undefined;
   private claiming = false;
@@ -78,6 +80,27 @@ export class QueueRunner {
     return this.running.size;
   }
 
+  /** Resolves when the job's state changes on this node, or after `timeoutMs` (a job run by another
+   * node of a shared queue changes without this node hearing of it). */
+  changed(id: string, timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const watchers = this.watchers.get(id) ?? new Set<() => void>();
+      this.watchers.set(id, watchers);
+      const done = () => {
+        clearTimeout(timer);
+        watchers.delete(done);
+        if (watchers.size === 0 && this.watchers.get(id) === watchers) this.watchers.delete(id);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      watchers.add(done);
+    });
+  }
+
+  private notify(id: string): void {
+    for (const wake of [...(this.watchers.get(id) ?? [])]) wake();
+  }
+
   /** A cancel request for a job this node runs: stop it at its next step. */
   cancel(id: string): void {
     this.running.get(id)?.cancel();
@@ -102,6 +125,7 @@ export class QueueRunner {
 
   private async run(job: JobRecord): Promise<void> {
     this.running.set(job.id, undefined);
+    this.notify(job.id);
     try {
       await this.execute(job);
     } catch (err) {
@@ -109,6 +133,7 @@ export class QueueRunner {
       await this.fail(job, { status: 500, code: 'internal', message: 'internal error' }).catch(() => {});
     } finally {
       this.running.delete(job.id);
+      this.notify(job.id);
       this.kick();
     }
   }
