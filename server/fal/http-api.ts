@@ -48,7 +48,7 @@ export class FalHttpApi {
         }
         const query = new URLSearchParams(target.url.search);
         for (const [name, value] of req.query) if (!query.has(name)) query.set(name, value);
-        await this.serve(target.host, { ...req, path: decodeURIComponent(target.url.pathname), query }, r, onAbort);
+        await this.serve(target.host, { ...req, path: target.path, query }, r, onAbort);
         return;
       }
       if (req.path.startsWith('/files/')) await this.deps.files.serve(req, r);
@@ -61,15 +61,17 @@ export class FalHttpApi {
     }
   }
 
-  private proxyTarget(req: FalRequest): { host: FalHost; url: URL } | undefined {
-    let url: URL;
+  /** The fal host and path a proxied request is for. Nothing is fetched from the target URL: it only
+   * says which of this server's routes serves the request. */
+  private proxyTarget(req: FalRequest): { host: FalHost; url: URL; path: string } | undefined {
     try {
-      url = new URL(req.header('x-fal-target-url'));
+      const url = new URL(req.header('x-fal-target-url'));
+      const host = FAL_HOSTS[url.hostname as keyof typeof FAL_HOSTS];
+      const path = decodeURIComponent(url.pathname);
+      return host && (url.protocol === 'https:' || url.protocol === 'http:') ? { host, url, path } : undefined;
     } catch {
       return undefined;
     }
-    const host = FAL_HOSTS[url.hostname as keyof typeof FAL_HOSTS];
-    return host && (url.protocol === 'https:' || url.protocol === 'http:') ? { host, url } : undefined;
   }
 
   private async serve(host: FalHost, req: FalRequest, r: Responder, onAbort: (cancel: () => void) => void): Promise<void> {
@@ -78,6 +80,10 @@ export class FalHttpApi {
     if (!principal) return;
     if (host === 'rest') return this.rest(req, r, principal);
     if (host === 'queue') return this.deps.queue.handle(req, r, principal);
+    if (req.method !== 'post' && req.method !== 'get') {
+      sendError(r, 405, 'method_not_allowed', 'fal.run takes POST (or GET with the input in the query)');
+      return;
+    }
     return this.run(req, r, principal, onAbort);
   }
 
