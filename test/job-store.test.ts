@@ -1,4 +1,5 @@
-// The durable job queue (server/queue/) against real SQLite files: the queue's rules, webhook rows
+// The durable job queue (server/queue/) against real SQLite files: the queue's rules (those every
+// queue store keeps are in helpers/queue-store-contract.ts), webhook rows
 // written with the job's outcome, survival of close/reopen and of a SIGKILL, and the main thread
 // left free while the worker writes.
 import { after, before, test } from 'node:test';
@@ -10,7 +11,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { DRIVERS, JobStore, JobStoreError, NoSqliteDriverError, type JobFile, type NewJob, type StoreLimits } from '../server/queue/job-store.js';
+import { DRIVERS, JobStore, JobStoreError, NoSqliteDriverError, type StoreLimits } from '../server/queue/job-store.js';
+import { job, LIMITS, png, queueStoreContract, submitted, type After } from './helpers/queue-store-contract.js';
 
 let root: string;
 let dirs = 0;
@@ -21,92 +23,19 @@ after(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-const LIMITS: StoreLimits = { maxQueuedPerKey: 100, maxQueued: 1000, resultTtlMs: 60_000 };
-
 function freshDir(): string {
   return path.join(root, `store-${++dirs}`);
 }
 
 /** A store in a new directory, closed when the test ends. */
-async function openStore(t: { after(fn: () => Promise<void>): void }, limits: Partial<StoreLimits> = {}): Promise<JobStore> {
+async function openStore(t: After, limits: Partial<StoreLimits> = {}): Promise<JobStore> {
   const store = await JobStore.open(freshDir(), { ...LIMITS, ...limits });
   t.after(() => store.close());
   return store;
 }
 
-function job(overrides: Partial<NewJob> = {}): NewJob {
-  return { appId: 'fal-ai/fast-sdxl', keyId: 'key-a', input: { prompt: 'a red circle' }, priority: 'normal', ...overrides };
-}
+queueStoreContract(openStore);
 
-async function submitted(store: JobStore, overrides: Partial<NewJob> = {}): Promise<string> {
-  const result = await store.submit(job(overrides));
-  assert.ok(result.ok, 'submit refused');
-  return result.id;
-}
-
-const png = (fill: number, size = 64): JobFile => ({ name: 'image-0.png', contentType: 'image/png', bytes: new Uint8Array(size).fill(fill) });
-
-test('submit, claim, complete, get and file round trip', async (t) => {
-  const store = await openStore(t);
-  const input = { prompt: 'a blue star', seed: 42, nested: { list: [1, 'two', null] } };
-  const submit = await store.submit(job({ input }));
-  assert.ok(submit.ok);
-  assert.equal(submit.position, 0);
-  assert.match(submit.id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/);
-
-  const queued = await store.get(submit.id, 'key-a');
-  assert.equal(queued?.status, 'queued');
-  assert.equal(queued?.position, 0);
-  assert.deepEqual(queued?.input, input);
-  assert.equal(queued?.attempts, 0);
-  assert.equal(queued?.cancelRequested, false);
-  assert.deepEqual(await store.counts(), { queued: 1, running: 0 });
-
-  const [claimed, ...rest] = await store.claim(4);
-  assert.equal(rest.length, 0);
-  assert.equal(claimed.id, submit.id);
-  assert.equal(claimed.status, 'running');
-  assert.equal(claimed.attempts, 1);
-  assert.equal(typeof claimed.startedAt, 'number');
-  assert.equal(claimed.position, undefined);
-  assert.deepEqual(await store.counts(), { queued: 0, running: 1 });
-  assert.deepEqual(await store.claim(4), []);
-
-  const result = { images: [{ url: `/files/${submit.id}/image-0.png`, width: 8, height: 8 }], seed: 42 };
-  const second: JobFile = { name: 'image-1.webp', contentType: 'image/webp', bytes: Uint8Array.from([9, 8, 7]) };
-  await store.complete(submit.id, result, [png(5), second]);
-  const done = await store.get(submit.id, 'key-a');
-  assert.equal(done?.status, 'completed');
-  assert.deepEqual(done?.result, result);
-  assert.equal(done?.position, undefined);
-  assert.ok(done!.finishedAt! >= done!.startedAt!);
-  assert.deepEqual(await store.counts(), { queued: 0, running: 0 });
-
-  const file = await store.file(submit.id, 'image-0.png');
-  assert.equal(file?.contentType, 'image/png');
-  assert.deepEqual(file?.bytes, png(5).bytes);
-  assert.deepEqual((await store.file(submit.id, 'image-1.webp'))?.bytes, second.bytes);
-  assert.equal(await store.file(submit.id, 'nope.png'), undefined);
-  assert.equal(await store.file('no-such-id', 'image-0.png'), undefined);
-});
-
-test('normal priority goes before low, each oldest first', async (t) => {
-  const store = await openStore(t);
-  const positions: Record<string, number> = {};
-  const ids: Record<string, string> = {};
-  for (const [name, priority] of [['low1', 'low'], ['normal1', 'normal'], ['low2', 'low'], ['normal2', 'normal']] as const) {
-    const r = await store.submit(job({ priority, input: { name } }));
-    assert.ok(r.ok);
-    positions[name] = r.position;
-    ids[name] = r.id;
-  }
-  // Each newcomer's place when it arrived: a normal job goes ahead of every low one.
-  assert.deepEqual(positions, { low1: 0, normal1: 0, low2: 2, normal2: 1 });
-  const now = await Promise.all(['normal1', 'normal2', 'low1', 'low2'].map(async (n) => (await store.get(ids[n], 'key-a'))?.position));
-  assert.deepEqual(now, [0, 1, 2, 3]);
-  assert.deepEqual((await store.claim(3)).map((j) => (j.input as { name: string }).name), ['normal1', 'normal2', 'low1']);
-  assert.deepEqual((await store.claim(3)).map((j) => j.priority), ['low']);
-});
 
 test('a thousand jobs keep their order and positions', async (t) => {
   const store = await openStore(t, { maxQueued: 5000, maxQueuedPerKey: 5000 });
@@ -174,17 +103,6 @@ test('cancel: queued, running, finished, another key, unknown', async (t) => {
   assert.deepEqual((await store.get(failed, 'key-a'))?.error, { status: 422, code: 'invalid_input', message: 'prompt too long' });
 });
 
-test("get sees only the key's own jobs; files are served by id alone", async (t) => {
-  const store = await openStore(t);
-  const id = await submitted(store, { keyId: 'owner' });
-  assert.equal(await store.get(id, 'other'), undefined);
-  assert.equal((await store.get(id, 'owner'))?.keyId, 'owner');
-  await store.claim(1);
-  await store.complete(id, {}, [png(1)]);
-  assert.equal(await store.get(id, 'other'), undefined);
-  assert.ok(await store.file(id, 'image-0.png'));
-});
-
 test('requeue puts a running job back at the front; wrong states reject', async (t) => {
   const store = await openStore(t);
   const first = await submitted(store);
@@ -212,31 +130,6 @@ test('requeue puts a running job back at the front; wrong states reject', async 
   await assert.rejects(store.submit(job({ priority: 'urgent' as never })), TypeError);
   // The store still answers after rejected calls.
   assert.equal((await store.get(second, 'key-a'))?.status, 'queued');
-});
-
-test('expire removes finished jobs, their files and webhooks after the TTL, and nothing else', async (t) => {
-  const store = await openStore(t, { resultTtlMs: 1000 });
-  const done = await submitted(store, { webhookUrl: 'https://example.test/hook' });
-  const failed = await submitted(store);
-  const running = await submitted(store);
-  const queued = await submitted(store);
-  await store.claim(3);
-  await store.complete(done, { ok: true }, [png(3)], '{"status":"OK"}');
-  await store.fail(failed, { status: 500, code: 'internal', message: 'boom' });
-  const finished = [(await store.get(done, 'key-a'))!.finishedAt!, (await store.get(failed, 'key-a'))!.finishedAt!];
-
-  assert.equal(await store.expire(Math.min(...finished) + 1000), 0, 'kept until finishedAt + TTL has passed');
-  assert.ok(await store.file(done, 'image-0.png'));
-  assert.equal(await store.expire(Math.max(...finished) + 1001), 2);
-  assert.equal(await store.get(done, 'key-a'), undefined);
-  assert.equal(await store.get(failed, 'key-a'), undefined);
-  assert.equal(await store.file(done, 'image-0.png'), undefined);
-  assert.deepEqual(await store.dueWebhooks(Number.MAX_SAFE_INTEGER, 10), []);
-  // Unfinished jobs never expire, however old.
-  assert.equal(await store.expire(Number.MAX_SAFE_INTEGER), 0);
-  assert.equal((await store.get(running, 'key-a'))?.status, 'running');
-  assert.equal((await store.get(queued, 'key-a'))?.status, 'queued');
-  assert.equal(await store.expire(), 0);
 });
 
 test('webhook rows come with complete/fail, atomically, and go due -> retried -> delivered or given up', async (t) => {

@@ -10,7 +10,8 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
 import { RedisQueueStore, type RedisStoreOptions } from '../server/queue/redis-store.js';
-import { JobStoreError, type JobFile, type NewJob, type StoreLimits } from '../server/queue/types.js';
+import { JobStoreError, type StoreLimits } from '../server/queue/types.js';
+import { job, LIMITS, pick, png, queueStoreContract, submitted, type After } from './helpers/queue-store-contract.js';
 import { redisMissing, startRedis, type RedisServer } from './helpers/redis-server.js';
 
 const CI = process.env.CI === 'true';
@@ -20,25 +21,8 @@ if (missing && CI) {
   test('redis-server is installed (required when CI=true)', () => assert.fail(missing));
 }
 
-const LIMITS: StoreLimits = { maxQueuedPerKey: 100, maxQueued: 1000, resultTtlMs: 60_000 };
-type After = { after(fn: () => Promise<void>): void };
-
-function job(overrides: Partial<NewJob> = {}): NewJob {
-  return { appId: 'fal-ai/fast-sdxl', keyId: 'key-a', input: { prompt: 'a red circle' }, priority: 'normal', ...overrides };
-}
-
-async function submitted(store: RedisQueueStore, overrides: Partial<NewJob> = {}): Promise<string> {
-  const result = await store.submit(job(overrides));
-  assert.ok(result.ok, 'submit refused');
-  return result.id;
-}
-
-const png = (fill: number, size = 64): JobFile => ({ name: 'image-0.png', contentType: 'image/png', bytes: new Uint8Array(size).fill(fill) });
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const wrongState = (err: unknown): boolean => err instanceof JobStoreError && err.code === 'wrong_state';
-function pick<T extends object>(value: T | undefined, ...keys: (keyof T)[]): Partial<T> | undefined {
-  return value && (Object.fromEntries(keys.map((k) => [k, value[k]])) as Partial<T>);
-}
 
 describe('RedisQueueStore on a real redis-server', { skip: missing ?? false }, () => {
   let server: RedisServer;
@@ -65,75 +49,12 @@ describe('RedisQueueStore on a real redis-server', { skip: missing ?? false }, (
   const openStore = async (t: After, limits: Partial<StoreLimits> = {}, options: RedisStoreOptions = {}): Promise<RedisQueueStore> =>
     (await nodes(t, 1, limits, options))[0];
 
-  test('submit, claim, complete, get and file round trip', async (t) => {
+  queueStoreContract(openStore);
+
+  test('a fresh store reports where it lives and recovers nothing', async (t) => {
     const store = await openStore(t);
     assert.equal(store.recovered, 0);
     assert.equal(store.location, server.url);
-    const input = { prompt: 'a blue star', seed: 42, nested: { list: [1, 'two', null] } };
-    const submit = await store.submit(job({ input }));
-    assert.ok(submit.ok);
-    assert.equal(submit.position, 0);
-    assert.match(submit.id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/);
-
-    const queued = await store.get(submit.id, 'key-a');
-    assert.deepEqual(pick(queued, 'status', 'position', 'input', 'attempts', 'cancelRequested', 'startedAt'), {
-      status: 'queued',
-      position: 0,
-      input,
-      attempts: 0,
-      cancelRequested: false,
-      startedAt: undefined,
-    });
-    assert.deepEqual(await store.counts(), { queued: 1, running: 0 });
-
-    const [claimed, ...rest] = await store.claim(4);
-    assert.equal(rest.length, 0);
-    assert.deepEqual(pick(claimed, 'id', 'status', 'attempts', 'position'), { id: submit.id, status: 'running', attempts: 1, position: undefined });
-    assert.equal(typeof claimed.startedAt, 'number');
-    assert.deepEqual(await store.counts(), { queued: 0, running: 1 });
-    assert.deepEqual(await store.claim(4), []);
-    assert.equal((await store.get(submit.id, 'key-a'))?.startedAt, claimed.startedAt);
-
-    const result = { images: [{ url: `/files/${submit.id}/image-0.png`, width: 8, height: 8 }], seed: 42 };
-    const second: JobFile = { name: 'image-1.webp', contentType: 'image/webp', bytes: Uint8Array.from([9, 8, 7]) };
-    await store.complete(submit.id, result, [png(5), second]);
-    const done = await store.get(submit.id, 'key-a');
-    assert.deepEqual(pick(done, 'status', 'result', 'position', 'attempts'), { status: 'completed', result, position: undefined, attempts: 1 });
-    assert.ok(done!.finishedAt! >= done!.startedAt!);
-    assert.deepEqual(await store.counts(), { queued: 0, running: 0 });
-
-    const file = await store.file(submit.id, 'image-0.png');
-    assert.equal(file?.contentType, 'image/png');
-    assert.deepEqual(file?.bytes, png(5).bytes);
-    assert.deepEqual((await store.file(submit.id, 'image-1.webp'))?.bytes, second.bytes);
-    assert.equal(await store.file(submit.id, 'nope.png'), undefined);
-    assert.equal(await store.file('no-such-id', 'image-0.png'), undefined);
-
-    const big = new Uint8Array(5 * 1024 * 1024).map((_, i) => i % 251);
-    await store.recordCompleted({ id: 'run-1', appId: 'app', keyId: 'key-a', files: [{ name: 'big.png', contentType: 'image/png', bytes: big }] });
-    assert.ok(Buffer.from((await store.file('run-1', 'big.png'))!.bytes).equals(Buffer.from(big)));
-    assert.equal((await store.get('run-1', 'key-a'))?.status, 'completed');
-    assert.equal(await store.get('run-1', 'key-b'), undefined);
-    assert.deepEqual(await store.counts(), { queued: 0, running: 0 });
-  });
-
-  test('normal priority goes before low, each oldest first', async (t) => {
-    const store = await openStore(t);
-    const ids: Record<string, string> = {};
-    const positions: Record<string, number> = {};
-    for (const [name, priority] of [['low1', 'low'], ['normal1', 'normal'], ['low2', 'low'], ['normal2', 'normal']] as const) {
-      const r = await store.submit(job({ priority, input: { name } }));
-      assert.ok(r.ok);
-      ids[name] = r.id;
-      positions[name] = r.position;
-    }
-    // Each submit's position is its place in line at that moment.
-    assert.deepEqual(positions, { low1: 0, normal1: 0, low2: 2, normal2: 1 });
-    const now: Record<string, number | undefined> = {};
-    for (const name of Object.keys(ids)) now[name] = (await store.get(ids[name], 'key-a'))?.position;
-    assert.deepEqual(now, { normal1: 0, normal2: 1, low1: 2, low2: 3 });
-    const order = (await store.claim(10)).map((j) => (j.input as { name: string }).name);
-    assert.deepEqual(order, ['normal1', 'normal2', 'low1', 'low2']);
   });
 
   test('per-key and total bounds count queued jobs only, across nodes', async (t) => {
@@ -187,17 +108,6 @@ describe('RedisQueueStore on a real redis-server', { skip: missing ?? false }, (
     assert.deepEqual((await a.get(failed, 'key-a'))?.error, { status: 422, code: 'invalid_input', message: 'prompt too long' });
     assert.deepEqual(await a.counts(), { queued: 1, running: 0 });
     assert.deepEqual((await b.claim(5)).map((j) => j.id), [later], 'cancelled and failed jobs never run');
-  });
-
-  test("get sees only the key's own jobs; files are served by id alone", async (t) => {
-    const store = await openStore(t);
-    const id = await submitted(store, { keyId: 'owner' });
-    assert.equal(await store.get(id, 'other'), undefined);
-    assert.equal((await store.get(id, 'owner'))?.keyId, 'owner');
-    await store.claim(1);
-    await store.complete(id, {}, [png(1)]);
-    assert.equal(await store.get(id, 'other'), undefined);
-    assert.ok(await store.file(id, 'image-0.png'));
   });
 
   test('requeue puts a running job back at the front; wrong states and other nodes are refused', async (t) => {
@@ -375,7 +285,7 @@ setInterval(() => {}, 1000);
     assert.deepEqual((await a.get(keep, 'key-a'))?.result, { again: true });
   });
 
-  test('results, files and webhook rows expire: on Redis’s clock, and by expire(now)', async (t) => {
+  test('results, files and webhook rows expire on Redis’s clock, with no expire() call', async (t) => {
     const short = await openStore(t, { resultTtlMs: 300 });
     const soon = await submitted(short, { webhookUrl: 'https://example.test/hook' });
     await short.claim(1);
@@ -385,27 +295,6 @@ setInterval(() => {}, 1000);
     assert.equal(await short.get(soon, 'key-a'), undefined);
     assert.equal(await short.file(soon, 'image-0.png'), undefined);
     assert.deepEqual(await short.dueWebhooks(Date.now(), 10), []);
-
-    const store = await openStore(t, { resultTtlMs: 1000 });
-    const done = await submitted(store, { webhookUrl: 'https://example.test/hook' });
-    const failed = await submitted(store);
-    const running = await submitted(store);
-    const queued = await submitted(store);
-    await store.claim(3);
-    await store.complete(done, { ok: true }, [png(3)], '{"status":"OK"}');
-    await store.fail(failed, { status: 500, code: 'internal', message: 'boom' });
-    const finished = [(await store.get(done, 'key-a'))!.finishedAt!, (await store.get(failed, 'key-a'))!.finishedAt!];
-    assert.equal(await store.expire(Math.min(...finished) + 1000), 0, 'kept until finishedAt + TTL has passed');
-    assert.ok(await store.file(done, 'image-0.png'));
-    assert.equal(await store.expire(Math.max(...finished) + 1001), 2);
-    assert.equal(await store.get(done, 'key-a'), undefined);
-    assert.equal(await store.get(failed, 'key-a'), undefined);
-    assert.equal(await store.file(done, 'image-0.png'), undefined);
-    assert.deepEqual(await store.dueWebhooks(Number.MAX_SAFE_INTEGER, 10), []);
-    // Unfinished jobs never expire, however old.
-    assert.equal(await store.expire(Number.MAX_SAFE_INTEGER), 0);
-    assert.equal((await store.get(running, 'key-a'))?.status, 'running');
-    assert.equal((await store.get(queued, 'key-a'))?.status, 'queued');
   });
 
   test('expire drops a submit whose node died before BullMQ had the job', async (t) => {
