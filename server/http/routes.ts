@@ -8,6 +8,7 @@ import type { HubState, NodeLoad } from '../realtime/hub.js';
 export interface RouteState {
   state(): HubState;
   load(): NodeLoad;
+  isFull(): boolean;
   isHealthy(): boolean;
   model(): ModelInfo | undefined;
   models(): ModelInfo[];
@@ -40,7 +41,7 @@ export function registerRoutes(app: TemplatedApp, state: RouteState): void {
     const current = state.state();
     // A full node is alive and serving: it only asks the balancer for no more sessions until
     // room returns.
-    const full = current === 'ready' && state.load().full;
+    const full = current === 'ready' && state.isFull();
     if (current === 'ready' && !full) sendJson(res, '200 OK', { status: 'ready' }, readyzCors);
     else sendJson(res, '503 Service Unavailable', { status: full ? 'full' : current }, { 'retry-after': '1', ...readyzCors });
   });

@@ -52,6 +52,8 @@ export interface RealtimeHub {
   /** The socket of a session closed. */
   closeSession(session: RealtimeSession): void;
   load(): NodeLoad;
+  /** load().full, without the rest. */
+  isFull(): boolean;
   /** Graceful shutdown: see drain.ts. Stops the engine at the end. */
   drain(timeoutMs: number): Promise<DrainReport>;
   /** Stops the engine now (tests, second signal). */
@@ -97,8 +99,8 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
     sessions: () => sessions.size - backgroundSessions,
     pendingRequests: () => pendingRequests(),
     imageMemoryReserved: () => imageBudget.reserved,
-    waiting: () => load().waiting,
-    full: () => load().full,
+    waiting: () => waiting(),
+    full: () => isFull(),
     maxSessions: config.maxSessions,
   });
   // The default model first (--model), then any other folder an --app names, each in its own
@@ -120,20 +122,19 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
     for (const session of sessions) open += session.openRequests;
     return open;
   };
-  const load = (): NodeLoad => {
-    const userSessions = sessions.size - backgroundSessions;
-    const waiting = hosts.reduce((sum, h) => sum + h.scheduler.queued, 0);
-    return {
-      state: state(),
-      sessions: userSessions,
-      maxSessions: config.maxSessions,
-      waiting,
-      fullQueue: config.fullQueue,
-      pendingRequests: pendingRequests(),
-      backgroundJobs: backgroundSessions,
-      full: userSessions >= config.maxSessions || waiting > config.fullQueue,
-    };
-  };
+  const waiting = (): number => hosts.reduce((sum, h) => sum + h.scheduler.queued, 0);
+  // Asked on every /readyz: counts only, no walk over the sessions.
+  const isFull = (): boolean => sessions.size - backgroundSessions >= config.maxSessions || waiting() > config.fullQueue;
+  const load = (): NodeLoad => ({
+    state: state(),
+    sessions: sessions.size - backgroundSessions,
+    maxSessions: config.maxSessions,
+    waiting: waiting(),
+    fullQueue: config.fullQueue,
+    pendingRequests: pendingRequests(),
+    backgroundJobs: backgroundSessions,
+    full: isFull(),
+  });
 
   const ready = Promise.all(hosts.map((h) => h.ready)).then(() => {
     if (hosts.length > 1) logger.info({ models: hosts.map((h) => h.model()!.name) }, 'all models ready');
@@ -205,6 +206,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
       else sessionsPerKey.delete(keyId);
     },
     load,
+    isFull,
     async drain(timeoutMs) {
       draining = true;
       const report = await drainSessions(sessions, timeoutMs, logger);
