@@ -110,12 +110,14 @@ test('while draining: /readyz 503, upgrades 503 + Retry-After, new requests shut
 });
 
 test('a drain that runs out of time answers shutting_down, then going_away, and still exits 0', { timeout: 60_000 }, async () => {
-  // One request at a time in the engine and four long ones queued: far more than a second's work.
-  const server = await startServerProcess(['--drain-timeout', '1', '--max-batch', '1']);
-  const clients = await Promise.all([0, 1].map(async () => (await TestClient.connect(server.wsUrl)).client));
+  // One request at a time in the engine and four long ones left to run after latest-wins (each connection's
+  // `a` is superseded by its `b`): 128 steps at 1024x1024, about 8 s on 2 cores, so a one-second drain
+  // cuts some short on any machine the tests run on.
+  const server = await startServerProcess(['--drain-timeout', '1', '--max-batch', '1', '--max-steps', '32']);
+  const clients = await Promise.all([0, 1, 2, 3].map(async () => (await TestClient.connect(server.wsUrl)).client));
   const ids = clients.map((client, c) => ['a', 'b'].map((k) => {
     const id = `${k}-${c}`;
-    client.send({ type: 'generate', id, prompt: 'a blue square', steps: 8, width: 1024, height: 1024 });
+    client.send({ type: 'generate', id, prompt: 'a blue square', steps: 32, width: 1024, height: 1024 });
     return id;
   }));
   await clients[0].next((m) => m.type === 'preview');

@@ -55,9 +55,10 @@ async function mintToken(server: ServerProcess, key: string, origin?: string) {
 }
 
 describe('authentication', () => {
+  const TOKEN_TTL_S = 4;
   let server: ServerProcess;
   before(async () => {
-    server = await startServerProcess(['--token-ttl', '2', '--allowed-origins', GOOD_ORIGIN, '--max-sessions-per-key', '3'], {
+    server = await startServerProcess(['--token-ttl', String(TOKEN_TTL_S), '--allowed-origins', GOOD_ORIGIN, '--max-sessions-per-key', '3'], {
       env: { API_KEYS: `${KEY},${OTHER_KEY}`, TOKEN_SECRET: SECRET },
     });
   });
@@ -100,7 +101,7 @@ describe('authentication', () => {
     const minted = await mintToken(server, KEY, GOOD_ORIGIN);
     assert.equal(minted.status, 200);
     assert.equal(minted.headers.get('access-control-allow-origin'), GOOD_ORIGIN);
-    assert.ok(minted.body.expires_at > Date.now() / 1000 && minted.body.expires_at <= Date.now() / 1000 + 3);
+    assert.ok(minted.body.expires_at > Date.now() / 1000 && minted.body.expires_at <= Date.now() / 1000 + TOKEN_TTL_S);
     const { status, ws, messages } = await tryConnect(`${server.wsUrl}?token=${minted.body.token}`, { origin: GOOD_ORIGIN });
     assert.equal(status, 101);
     ws!.send(encodeMessage({ type: 'generate', id: 1, prompt: 'x', steps: 1, width: 64, height: 64 }));
@@ -123,7 +124,9 @@ describe('authentication', () => {
     const first = (await mintToken(server, KEY)).body;
     const { ws, messages } = await tryConnect(`${server.wsUrl}?token=${first.token}`);
     const closed = new Promise<number>((resolve) => ws!.on('close', (code) => resolve(code)));
-    await new Promise((r) => setTimeout(r, 1000));
+    // `exp` is in whole seconds, so a token lives between TTL-1 and TTL seconds. Refresh just after the next
+    // second begins: the second token then outlives the first, and the first still has over TTL-2 seconds left.
+    await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 20));
     const second = (await mintToken(server, KEY)).body;
     ws!.send(encodeMessage({ type: 'auth', token: second.token }));
     const authenticated = await until(ws!, messages, (m) => m.type === 'authenticated');
