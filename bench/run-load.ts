@@ -11,6 +11,7 @@ import { ProcSampler, readMachineBusySeconds, waitForQuietMachine, type ProcWind
 import { machineInfo, type MachineInfo } from './report/machine.js';
 import type { LoadScenario } from './scenarios.js';
 import { temporaryZeroCostModel, ZERO_COST_MODEL_NAME } from './zero-cost-model.js';
+import { servedModelName } from './served-model.js';
 
 export interface TargetOptions {
   /** A server to load instead of starting one (its model is whatever it serves). */
@@ -92,16 +93,6 @@ function spread(values: number[]): { mean: number; min: number; median: number; 
   return { mean: round(mean), min: round(sorted[0]), median: round(sorted[sorted.length >> 1]), max: round(sorted[sorted.length - 1]) };
 }
 
-async function modelName(httpUrl: string, headers: Record<string, string>): Promise<string> {
-  try {
-    const res = await fetch(`${httpUrl}/v1/models`, { headers, signal: AbortSignal.timeout(5000) });
-    const body = (await res.json()) as { models?: { name?: string }[] };
-    return body.models?.[0]?.name ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
-
 export async function runLoadScenario(scenario: LoadScenario, target: TargetOptions): Promise<LoadResult> {
   const zeroCost = scenario.model === 'zero-cost' && !target.url ? await temporaryZeroCostModel() : undefined;
   let server: LocalServer | undefined;
@@ -116,7 +107,7 @@ export async function runLoadScenario(scenario: LoadScenario, target: TargetOpti
     }
     const url = target.url ?? server!.wsUrl;
     const httpUrl = url.replace(/^ws/, 'http').replace(/\/v1\/realtime.*$/, '');
-    const model = zeroCost ? ZERO_COST_MODEL_NAME : await modelName(httpUrl, target.headers);
+    const model = zeroCost ? ZERO_COST_MODEL_NAME : await servedModelName(httpUrl, target.headers);
     const inputs = await prepareInputs(scenario.input, scenario.size);
     const workers = Math.max(1, Math.min(target.workers ?? availableParallelism(), scenario.sessions));
 

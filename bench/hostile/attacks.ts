@@ -51,6 +51,23 @@ function rateClock(ratePerS: number, fire: () => void): () => void {
   return () => clearInterval(timer);
 }
 
+/** Counts how `ws` ended (refused upgrade or close code) unless the attack was stopping, then calls `afterEnd`. */
+function countEnds(ws: WebSocket, report: AttackReport, stopping: () => boolean, afterEnd: () => void): void {
+  let refused = false;
+  ws.on('unexpected-response', (_req, res) => {
+    refused = true;
+    bump(report.ends, `refused_${res.statusCode ?? 0}`);
+    res.resume();
+    ws.terminate();
+  });
+  ws.on('error', () => undefined);
+  ws.on('close', (code) => {
+    if (stopping()) return;
+    if (!refused) bump(report.ends, `closed_${code}`);
+    afterEnd();
+  });
+}
+
 function replyKey(message: ServerMessage): string {
   return message.type === 'error' ? message.code : message.type;
 }
@@ -82,18 +99,8 @@ class LengthBombAttack implements Attack {
     this.report.counts.connects++;
     const ws = new WebSocket(this.ctx.url, { perMessageDeflate: false, headers: this.ctx.headers, handshakeTimeout: 10_000 });
     this.ws = ws;
-    let refused = false;
     ws.on('message', (data: Buffer) => bump(this.report.replies, replyKey(decodeMessage(data) as ServerMessage)));
-    ws.on('unexpected-response', (_req, res) => {
-      refused = true;
-      bump(this.report.ends, `refused_${res.statusCode ?? 0}`);
-      res.resume();
-      ws.terminate();
-    });
-    ws.on('error', () => undefined);
-    ws.on('close', (code) => {
-      if (this.stopped) return;
-      if (!refused) bump(this.report.ends, `closed_${code}`);
+    countEnds(ws, this.report, () => this.stopped, () => {
       // Straight back, as an attacker would; the pause only keeps a refusing server from a busy loop.
       setTimeout(() => this.connect(), 100);
     });
@@ -155,7 +162,6 @@ class GenerateAttack implements Attack {
     let outstanding = 0;
     let minIntervalMs = 0;
     let lastSendAt = 0;
-    let refused = false;
     const send = () => {
       if (this.stopped || ws.readyState !== WebSocket.OPEN) return;
       if (ws.bufferedAmount > CLIENT_BUFFER_LIMIT) {
@@ -185,19 +191,8 @@ class GenerateAttack implements Attack {
       outstanding = Math.max(0, outstanding - 1);
       if (this.spec.ratePerS === 0 && outstanding < this.spec.window) sendSoon();
     });
-    ws.on('unexpected-response', (_req, res) => {
-      refused = true;
-      bump(this.report.ends, `refused_${res.statusCode ?? 0}`);
-      res.resume();
-      ws.terminate();
-    });
-    ws.on('error', () => undefined);
-    ws.on('close', (code) => {
-      this.sockets.delete(ws);
-      if (this.stopped) return;
-      if (!refused) bump(this.report.ends, `closed_${code}`);
-      this.later(() => this.connect(), 250);
-    });
+    ws.on('close', () => this.sockets.delete(ws));
+    countEnds(ws, this.report, () => this.stopped, () => this.later(() => this.connect(), 250));
   }
 
   stop(): Promise<AttackReport> {

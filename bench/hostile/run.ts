@@ -14,6 +14,7 @@ import { createAttack, type Attack } from './attacks.js';
 import { floodImage, type FloodImage } from './flood-image.js';
 import type { AttackReport, GoodJob, GoodReport, GoodWorkerMessage, Phase } from './messages.js';
 import { ATTACK_DESCRIPTIONS, attackSessions, type AttackName, type HostileScenario } from './scenario.js';
+import { servedModelName } from '../served-model.js';
 
 export interface HostilePhaseResult {
   name: string;
@@ -115,16 +116,6 @@ function startGoodWorker(job: GoodJob): GoodWorker {
   return handle;
 }
 
-async function modelName(httpUrl: string, headers: Record<string, string>): Promise<string> {
-  try {
-    const res = await fetch(`${httpUrl}/v1/models`, { headers, signal: AbortSignal.timeout(5000) });
-    const body = (await res.json()) as { models?: { name?: string }[] };
-    return body.models?.[0]?.name ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
-
 interface Shared {
   scenario: HostileScenario;
   target: TargetOptions;
@@ -152,7 +143,7 @@ async function runAttack(name: AttackName, shared: Shared, onModel: (model: stri
     }
     const url = target.url ?? server!.wsUrl;
     const httpUrl = url.replace(/^ws/, 'http').replace(/\/v1\/realtime.*$/, '');
-    onModel(await modelName(httpUrl, target.headers));
+    onModel(await servedModelName(httpUrl, target.headers));
 
     good = startGoodWorker({
       url, httpUrl, headers: target.headers, sessions: s.good.sessions, size: s.good.size, steps: s.good.steps, strength: s.good.strength,
