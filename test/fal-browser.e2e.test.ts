@@ -2,8 +2,10 @@
 // pointed at the real server by falSelfHost(server, { via: 'proxy' }) alone: every HTTP call goes
 // to /api/fal/proxy with `x-fal-target-url` (so CORS, its preflight and the proxy route are all
 // exercised by the browser itself), and fal.realtime goes through the helper's WebSocket rewrite.
-// A realtime input drawn on a canvas comes back as an image the page decodes, and a queued request
-// (fal.subscribe) ends with a result file the page loads from the server.
+// A realtime input drawn on a canvas comes back as an image the page decodes, a queued request
+// (fal.subscribe) ends with a result file the page loads from the server, and so does one whose
+// input is a Blob, which the client first uploads (fal's storage API: initiate through the proxy,
+// then a cross-origin PUT to the upload URL the server returned).
 // The page script is test/fixtures/fal-page.ts, bundled here with esbuild from its compiled copy.
 // Without Chromium: fails when CI=true, otherwise skips loudly (see scripts/ensure-chromium.sh).
 import { after, before, describe, test } from 'node:test';
@@ -49,6 +51,7 @@ const pageHtml = (server: string) => `<!doctype html>
 <canvas id="pad" width="256" height="256"></canvas>
 <img id="realtime" alt="realtime result">
 <img id="queued" alt="queued result">
+<img id="uploaded" alt="result of an uploaded input">
 <script type="module">
 import { runFalPage } from '/page.js';
 runFalPage(${JSON.stringify(server)});
@@ -129,7 +132,7 @@ describe('the fal client in headless Chromium, via the proxy route', { skip: mis
       .waitForFunction(
         () => {
           const state = window.falPage;
-          return state !== undefined && state.realtime.state !== 'pending' && state.queued.state !== 'pending';
+          return state !== undefined && [state.realtime, state.queued, state.uploaded].every((call) => call.state !== 'pending');
         },
         undefined,
         { timeout: 45_000 },
@@ -140,6 +143,7 @@ describe('the fal client in headless Chromium, via the proxy route', { skip: mis
     assert.ok(state, `the page script never ran: ${detail}`);
     assert.equal(state.realtime.state, 'done', `the realtime call failed: ${detail}`);
     assert.equal(state.queued.state, 'done', `the queued call failed: ${detail}`);
+    assert.equal(state.uploaded.state, 'done', `the queued call with a Blob input failed: ${detail}`);
 
     // Realtime: the request_id came back, and the <img> decoded the bytes as a 256 x 256 picture.
     assert.equal(state.realtime.requestId, REALTIME_REQUEST_ID);
@@ -168,8 +172,12 @@ describe('the fal client in headless Chromium, via the proxy route', { skip: mis
     // What reached the server: every API call at the proxy route carrying fal's own URL, the
     // realtime socket at the server (rewritten from wss://fal.run), the result file from /files/.
     const seen = await Promise.all(requests);
-    const api = seen.filter((r) => r.resourceType === 'fetch' || r.resourceType === 'xhr');
     const listing = JSON.stringify(seen, null, 1);
+    // The upload itself goes where the server's upload URL points, as it goes to fal's storage host.
+    const puts = seen.filter((r) => r.method === 'PUT');
+    assert.equal(puts.length, 1, `one upload: ${listing}`);
+    assert.ok(puts[0]!.url.startsWith(`${server.httpUrl}/storage/upload/`), `the upload went to the server: ${listing}`);
+    const api = seen.filter((r) => (r.resourceType === 'fetch' || r.resourceType === 'xhr') && r.method !== 'PUT');
     assert.ok(api.length >= 4, `token, submit, status, result: ${listing}`);
     for (const r of api) {
       assert.equal(new URL(r.url).pathname, '/api/fal/proxy', `an API call outside the proxy route: ${listing}`);
@@ -182,6 +190,13 @@ describe('the fal client in headless Chromium, via the proxy route', { skip: mis
     assert.ok(targets.some((t) => t.startsWith(`GET https://queue.fal.run/${QUEUED_APP}/requests/${id}/status`)), `the status polls: ${listing}`);
     assert.ok(targets.includes(`GET https://queue.fal.run/${QUEUED_APP}/requests/${id}`), `the result fetch: ${listing}`);
     assert.ok(seen.some((r) => r.resourceType === 'image' && r.url === state.queued.url), `the <img> fetched the result file: ${listing}`);
+    assert.ok(targets.some((t) => t.startsWith('POST https://rest.fal.ai/storage/upload/initiate')), `the upload was initiated through the proxy: ${listing}`);
+    assert.ok(targets.includes(`POST https://queue.fal.run/${REALTIME_APP}`), `the submit with the uploaded file: ${listing}`);
+    const uploadedImg = await page.$eval('#uploaded', (img) => {
+      const i = img as HTMLImageElement;
+      return { complete: i.complete, naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight };
+    });
+    assert.deepEqual([uploadedImg.complete, uploadedImg.naturalWidth, uploadedImg.naturalHeight], [true, 256, 256]);
 
     assert.equal(sockets.length, 1, `one realtime socket: ${JSON.stringify(sockets)}`);
     const socket = new URL(sockets[0]!);

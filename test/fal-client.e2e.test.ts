@@ -1,7 +1,8 @@
 // The official fal client (@fal-ai/client, pinned) against the real server, configured only by
 // falSelfHost(): realtime with both image conventions, request_id echo, throttling and
 // max_buffering, an unauthorised token; subscribe (polling and streaming), the queue, run and
-// stream; a webhook retried after a 500; bad input through fal's routes.
+// stream; Blob inputs uploaded through fal's storage API; a webhook retried after a 500; bad input
+// through fal's routes.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
@@ -32,6 +33,8 @@ after(async () => {
 });
 
 type Result = Record<string, any>;
+
+const blobOf = (bytes: Buffer, type: string) => new Blob([new Uint8Array(bytes)], { type });
 
 /** Before the socket opens, fal's client keeps only the newest input: a burst must follow an
  * answered first input to reach the server whole. */
@@ -196,6 +199,55 @@ describe('fal HTTP through the official client', () => {
       assert.equal(output.images.length, 1);
     });
   }
+
+  for (const [name, client] of [['direct routes', () => fal], ['the x-fal-target-url proxy route', () => viaProxy]] as const) {
+    test(`a Blob input goes up through fal's storage API and comes back as an image_url, via ${name}`, async () => {
+      const c = client();
+      const frame = await cameraFrame();
+      // The client uploads Blob inputs on its own before it submits.
+      const polled = await c.subscribe(I2I, { input: { ...input, image_url: blobOf(frame, 'image/jpeg'), strength: 0.6 }, pollInterval: 100 });
+      assert.equal((polled.data as Result).images.length, 1);
+      const url = await c.storage.upload(blobOf(frame, 'image/jpeg'));
+      assert.match(url, new RegExp(`^${server.httpUrl}/files/[0-9a-f-]{36}/upload\\.jpg$`));
+      assert.deepEqual(Buffer.from(await (await fetch(url)).arrayBuffer()), frame, 'the file reads back as uploaded');
+      const run = await c.run(I2I, { input: { ...input, image_url: url, strength: 0.6 } });
+      assert.equal((run.data as Result).images.length, 1);
+    });
+  }
+
+  test('uploads: only images, each upload URL once, only with its token; an unknown file URL is not fetched', async () => {
+    const initiate = (body: unknown, key = FAL_KEY) => fetch(`${server.httpUrl}/storage/upload/initiate?storage_type=fal-cdn-v3`, {
+      method: 'POST', headers: { authorization: `Key ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+    });
+    assert.equal((await initiate({ content_type: 'image/jpeg', file_name: 'a.jpg' }, 'not-a-key-but-long-enough')).status, 401);
+    const refused = await initiate({ content_type: 'text/html', file_name: 'a.html' });
+    assert.equal(refused.status, 422);
+    assert.deepEqual(((await refused.json()) as Result).detail[0].loc, ['body', 'content_type']);
+    const { upload_url: uploadUrl, file_url: fileUrl } = (await (await initiate({ content_type: 'image/png', file_name: 'a.png' })).json()) as Result;
+    const png = await cameraFrame(0, 'png');
+    const put = (target: string) => fetch(target, { method: 'PUT', headers: { 'content-type': 'image/png' }, body: blobOf(png, 'image/png') });
+    const tampered = new URL(uploadUrl);
+    tampered.pathname = tampered.pathname.replace(/[0-9a-f]{8}-/, '00000000-');
+    assert.equal((await put(tampered.href)).status, 403, 'the token names one file');
+    assert.equal((await put(uploadUrl.replace(/token=.*/, 'token=forged'))).status, 403);
+    assert.equal((await fetch(fileUrl)).status, 404, 'nothing stored yet');
+    assert.equal((await put(uploadUrl)).status, 200);
+    assert.equal((await put(uploadUrl)).status, 409, 'an upload URL creates its file once');
+    const stored = await fetch(fileUrl);
+    assert.equal(stored.headers.get('content-type'), 'image/png');
+    assert.deepEqual(Buffer.from(await stored.arrayBuffer()), png);
+    // Realtime reads it from the store as the HTTP routes do.
+    const { connection, results } = realtime(fal, I2I);
+    connection.send({ prompt: 'a house', image_url: fileUrl, strength: 0.6, num_inference_steps: 2, request_id: 'uploaded' });
+    const frame = await waitFor(() => results.find((r) => r.request_id === 'uploaded'), 30_000, 'a realtime result from an uploaded image');
+    connection.close();
+    assert.ok(frame.images[0].content.byteLength > 0);
+    // The same path shape with an id this server never gave out is an ordinary URL: --image-hosts
+    // (none here) decides, so it is refused, not fetched.
+    const unknown = fileUrl.replace(/[0-9a-f]{8}-/, '00000000-');
+    await assert.rejects(fal.run(I2I, { input: { ...input, image_url: unknown } }), (err: ValidationError) => err.status === 422 && /image-hosts/.test(JSON.stringify(err.body)));
+    await assert.rejects(fal.queue.submit(I2I, { input: { ...input, image_url: unknown } }), (err: ValidationError) => err.status === 422);
+  });
 
   test('queue.cancel of a queued request; another key cannot see, cancel or fetch it', async () => {
     // Queued jobs run in maxBatch - 1 slots (3 by default): 24 jobs of 8 steps ahead keep the last one

@@ -1,13 +1,14 @@
 // fal's queue shared by three nodes behind nginx on a real redis-server: 50 jobs submitted through
 // nginx, the node running the most of them killed with SIGKILL mid-run: every job completes (its
 // lost runs taken over by another node once its lock lapses), each client sees one result per job,
-// readable through any node, and every job's webhook fires. Without nginx or redis-server: fails when
+// readable through any node, and every job's webhook fires. A file uploaded through fal's storage
+// API on one node is taken and read by the others. Without nginx or redis-server: fails when
 // CI=true, otherwise skips loudly.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nginxMissing, startCluster, type Cluster } from '../bench/cluster/launcher.js';
 import { redisMissing, startRedis, type RedisServer } from './helpers/redis-server.js';
-import { startHookReceiver, waitFor, WEBHOOK_SECRET } from './helpers/fal-server.js';
+import { cameraFrame, startHookReceiver, waitFor, WEBHOOK_SECRET } from './helpers/fal-server.js';
 import { verifyWebhookSignature } from '../shared/webhook-signature.js';
 
 const CI = process.env.CI === 'true';
@@ -40,6 +41,29 @@ describe('fal queue on Redis across three nodes behind nginx', { skip: missing ?
     });
     return { status: response.status, json: (await response.json()) as Result };
   };
+
+  test('an upload initiated on one node is taken by another and read by the third, and a job on any node uses it', async () => {
+    const [a, b, c] = cluster.nodes.map((n) => n.httpUrl);
+    const headers = { authorization: `Key ${cluster.apiKey}`, 'content-type': 'application/json' };
+    const initiated = await fetch(`${a}/storage/upload/initiate`, { method: 'POST', headers, body: JSON.stringify({ content_type: 'image/jpeg', file_name: 'frame.jpg' }) });
+    assert.equal(initiated.status, 200);
+    const { upload_url: uploadUrl, file_url: fileUrl } = (await initiated.json()) as Result;
+    const frame = await cameraFrame();
+    // Signed with the pool's shared TOKEN_SECRET, stored in the shared Redis.
+    const put = await fetch(uploadUrl.replace(a, b), { method: 'PUT', headers: { 'content-type': 'image/jpeg' }, body: new Blob([new Uint8Array(frame)]) });
+    assert.equal(put.status, 200);
+    assert.deepEqual(Buffer.from(await (await fetch(fileUrl.replace(a, c))).arrayBuffer()), frame);
+    const submitted = await fetch(`${cluster.url}/queue/fal-ai/fast-turbo-diffusion/image-to-image`, {
+      method: 'POST', headers, body: JSON.stringify({ prompt: 'a garden', image_url: fileUrl, strength: 0.6, num_inference_steps: 2 }),
+    });
+    assert.equal(submitted.status, 200);
+    const { request_id: id } = (await submitted.json()) as Result;
+    const done = await waitFor(async () => {
+      const status = (await (await fetch(`${cluster.url}/queue/fal-ai/fast-turbo-diffusion/requests/${id}/status`, { headers })).json()) as Result;
+      return status.status === 'COMPLETED' ? status : undefined;
+    }, 30_000, 'the job with the uploaded image');
+    assert.equal(done.error, undefined, JSON.stringify(done));
+  });
 
   test('50 jobs, SIGKILL of a node running them: all complete once, results readable everywhere, webhooks fire', async () => {
     const receiver = await startHookReceiver();

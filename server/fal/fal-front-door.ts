@@ -19,6 +19,8 @@ import { QueueRoutes } from './queue-routes.js';
 import { QueueRunner } from './queue-runner.js';
 import { registerFalRealtime } from './realtime-route.js';
 import { ResultFiles } from './result-files.js';
+import { FalUploads } from './uploads.js';
+import type { ImageFetchPolicy } from './image-source.js';
 import { WebhookDispatcher } from './webhooks.js';
 
 /** What a shared queue tells the node running a job: another node took its cancel request, or
@@ -52,7 +54,6 @@ export interface FalFrontDoor {
 export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, config: ServerConfig, logger: Logger, liveness: LivenessSweep): Promise<FalFrontDoor> {
   const { fal } = config;
   const apps = new AppTable(fal.apps);
-  const imageFetch = { allowedHosts: fal.imageHosts, timeoutMs: fal.imageFetchTimeoutMs };
 
   let webhooks: WebhookDispatcher | undefined;
   let runner: QueueRunner | undefined;
@@ -68,6 +69,8 @@ export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, conf
     storeError = (err as Error).message;
     logger.error({ queue: fal.queueUrl ? redactRedisUrl(fal.queueUrl) : fal.dataDir, err: storeError }, "fal's queue API is unavailable: its store cannot open");
   }
+  const files = new ResultFiles(store);
+  const imageFetch: ImageFetchPolicy = { allowedHosts: fal.imageHosts, timeoutMs: fal.imageFetchTimeoutMs, ownFile: (url) => files.lookup(url) };
   const metrics = new FalMetrics(hub.metrics, () => store ? store.counts() : Promise.resolve({ queued: 0, running: 0 }));
 
   if (store) {
@@ -94,8 +97,9 @@ export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, conf
     void hub.ready.then(() => started.start(), () => {});
   }
 
-  const files = new ResultFiles(store);
-  const api = new FalHttpApi({ hub, apps, imageFetch, queue: new QueueRoutes(hub, apps, store, runner, storeError, fal.imageHosts), files, logger });
+  const uploads = new FalUploads(store, hub.authenticator.tokens, config.limits.maxImageBytes);
+  const queue = new QueueRoutes(hub, apps, store, runner, storeError, imageFetch);
+  const api = new FalHttpApi({ hub, apps, imageFetch, queue, files, uploads, logger });
   registerFalRealtime(app, { config, hub, logger, liveness, apps, imageFetch });
   registerFalHttp(app, api, hub.authenticator, {
     maxBodyBytes: Math.ceil((config.limits.maxImageBytes * 4) / 3) + 64 * 1024,

@@ -13,11 +13,11 @@ import { httpStatusFor, readJsonInput, sendError, sendFieldErrors } from './erro
 import { falErrorFromNative, mapFalInput, type FalPlan } from './fal-input.js';
 import { contentTypeOf, dataUri, falImageResult, falPreviewResult } from './fal-output.js';
 import type { FalRequest, Responder } from './http-exchange.js';
-import { resolveImageUrl } from './image-source.js';
+import { resolveImageUrl, type ImageFetchPolicy } from './image-source.js';
 import { runOneShot } from './one-shot.js';
 import type { QueueRoutes } from './queue-routes.js';
-import type { ImageFetchPolicy } from './realtime-connection.js';
 import type { ResultFiles } from './result-files.js';
+import { UPLOAD_INITIATE_PATH, UPLOAD_PATH_PREFIX, type FalUploads } from './uploads.js';
 import { FIELD_CODES } from './errors.js';
 
 export const PROXY_PATH = '/api/fal/proxy';
@@ -31,6 +31,7 @@ export interface FalHttpDeps {
   imageFetch: ImageFetchPolicy;
   queue: QueueRoutes;
   files: ResultFiles;
+  uploads: FalUploads;
   logger: Logger;
 }
 
@@ -76,6 +77,8 @@ export class FalHttpApi {
 
   private async serve(host: FalHost, req: FalRequest, r: Responder, onAbort: (cancel: () => void) => void): Promise<void> {
     if (host === 'rest' && req.path.startsWith('/files/')) return this.deps.files.serve(req, r);
+    // An upload URL's token is its credential: fal's client PUTs to it without its key.
+    if (host === 'rest' && req.path.startsWith(UPLOAD_PATH_PREFIX) && req.method === 'put') return this.deps.uploads.receive(req, r);
     const principal = this.authenticate(req, r);
     if (!principal) return;
     if (host === 'rest') return this.rest(req, r, principal);
@@ -108,7 +111,8 @@ export class FalHttpApi {
       r.json(201, token);
       return;
     }
-    sendError(r, 404, 'not_found', `no such route: ${req.method.toUpperCase()} ${req.path} (file uploads through fal's storage API are not served; send images as data URIs)`);
+    if (req.path === UPLOAD_INITIATE_PATH && req.method === 'post') return this.deps.uploads.initiate(req, r, principal);
+    sendError(r, 404, 'not_found', `no such route: ${req.method.toUpperCase()} ${req.path}`);
   }
 
   /** Parses the JSON input and maps it; answers the error itself when it cannot. */

@@ -19,7 +19,7 @@ export interface FalRequest {
 
 /** Headers a page may send and read: what fal's client sends and reads (FAL-COMPAT-NOTES). */
 export const FAL_CORS_ALLOW_HEADERS =
-  'authorization, content-type, accept, x-fal-target-url, x-fal-queue-priority, x-fal-runner-hint, x-fal-request-timeout, x-fal-object-lifecycle-preference';
+  'authorization, content-type, accept, x-fal-target-url, x-fal-queue-priority, x-fal-runner-hint, x-fal-request-timeout, x-fal-object-lifecycle-preference, x-fal-object-lifecycle';
 
 export function statusLine(status: number): string {
   return `${status} ${STATUS_CODES[status] ?? ''}`.trim();

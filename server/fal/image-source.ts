@@ -12,7 +12,12 @@ export interface ImageUrlPolicy {
   maxBytes: number;
   /** For the whole fetch, redirects and body included. */
   timeoutMs: number;
+  /** A file this server keeps (an upload, a result) that the URL names: read, not fetched, whatever its host. */
+  ownFile?: (url: URL) => Promise<{ bytes: Uint8Array; contentType: string } | undefined>;
 }
+
+/** The policy without the size limit, which each model's limits set. */
+export type ImageFetchPolicy = Omit<ImageUrlPolicy, 'maxBytes'>;
 
 export type ImageUrlErrorCode = 'image_url_invalid' | 'image_url_forbidden' | 'image_too_large' | 'image_fetch_failed';
 
@@ -36,6 +41,11 @@ export async function resolveImageUrl(value: string, policy: ImageUrlPolicy): Pr
     url = new URL(value);
   } catch {
     return fail('image_url_invalid', 'image_url is neither a data: URI nor a valid URL');
+  }
+  const own = await policy.ownFile?.(url);
+  if (own) {
+    if (own.bytes.byteLength > policy.maxBytes) return fail('image_too_large', `image_url names a file of ${own.bytes.byteLength} bytes, over the limit of ${policy.maxBytes}`);
+    return { ok: true, bytes: own.bytes, contentType: own.contentType };
   }
   const refusal = checkUrl(url, policy.allowedHosts, 'image_url');
   if (refusal) return refusal;

@@ -15,7 +15,7 @@ import { falErrorFromNative, mapFalInput } from './fal-input.js';
 import type { FalRequest, Responder } from './http-exchange.js';
 import type { QueueRunner } from './queue-runner.js';
 import { queuedJobInput } from './queued-job.js';
-import { isAllowedHost } from './image-source.js';
+import { isAllowedHost, type ImageFetchPolicy } from './image-source.js';
 
 /** How often a status stream looks at its job at the latest: the store, not this process's memory,
  * is the truth, and a job run by another node changes without this one hearing of it. A job run
@@ -29,15 +29,18 @@ export class QueueRoutes {
     private readonly store: QueueStore | undefined,
     private readonly runner: QueueRunner | undefined,
     private readonly storeError: string | undefined,
-    private readonly imageHosts: string[],
+    private readonly imageFetch: ImageFetchPolicy,
   ) {}
 
-  private imageHostAllowed(url: string): boolean {
+  /** Whether the job may read `image_url` when it runs: a file this server keeps, or an allowed host. */
+  private async imageUrlAllowed(value: string): Promise<boolean> {
+    let url: URL;
     try {
-      return isAllowedHost(new URL(url), this.imageHosts);
+      url = new URL(value);
     } catch {
       return false;
     }
+    return isAllowedHost(url, this.imageFetch.allowedHosts) || (await this.imageFetch.ownFile?.(url)) !== undefined;
   }
 
   async handle(req: FalRequest, r: Responder, principal: Principal): Promise<void> {
@@ -104,8 +107,8 @@ export class QueueRoutes {
       return;
     }
     const { imageUrl } = mapped.plan;
-    if (imageUrl !== undefined && !imageUrl.startsWith('data:') && !this.imageHostAllowed(imageUrl)) {
-      sendFieldErrors(r, [{ code: 'image_url_forbidden', message: 'image_url names a host this server may not fetch from (--image-hosts); send a data URI', loc: ['body', 'image_url'], type: 'value_error' }]);
+    if (imageUrl !== undefined && !imageUrl.startsWith('data:') && !(await this.imageUrlAllowed(imageUrl))) {
+      sendFieldErrors(r, [{ code: 'image_url_forbidden', message: 'image_url names a host this server may not fetch from (--image-hosts); send a data URI, or upload the file first (fal.storage.upload)', loc: ['body', 'image_url'], type: 'value_error' }]);
       return;
     }
     const webhookUrl = req.query.get('fal_webhook') ?? undefined;

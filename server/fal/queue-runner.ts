@@ -11,10 +11,9 @@ import type { AppTable } from './apps.js';
 import { FIELD_CODES, RETRYABLE_CODES, httpStatusFor } from './errors.js';
 import { falErrorFromNative, mapFalInput } from './fal-input.js';
 import { contentTypeOf, dataUri, falImageResult } from './fal-output.js';
-import { resolveImageUrl } from './image-source.js';
+import { resolveImageUrl, type ImageFetchPolicy } from './image-source.js';
 import { runOneShot, type OneShot } from './one-shot.js';
 import { readQueuedJobInput } from './queued-job.js';
-import type { ImageFetchPolicy } from './realtime-connection.js';
 
 export interface QueueRunnerOptions {
   /** Jobs run at once at most. */

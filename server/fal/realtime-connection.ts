@@ -18,7 +18,7 @@ import type { Principal } from '../security/authenticator.js';
 import type { FalApp } from './apps.js';
 import { falErrorFromNative, mapFalInput, type FalPlan } from './fal-input.js';
 import { dataUri, contentTypeOf, falImageResult, falPreviewResult } from './fal-output.js';
-import { resolveImageUrl } from './image-source.js';
+import { resolveImageUrl, type ImageFetchPolicy } from './image-source.js';
 import { FIELD_CODES } from './errors.js';
 
 /** The socket as the adapter sees it: fal sends results as binary msgpack, control as JSON text. */
@@ -27,12 +27,6 @@ export interface FalSocket {
   sendText(text: string): boolean;
   bufferedAmount(): number;
   close(code: number, reason: string): void;
-}
-
-/** Where `image_url` may be fetched from (`--image-hosts`; none: data URIs only) and for how long. */
-export interface ImageFetchPolicy {
-  allowedHosts: string[];
-  timeoutMs: number;
 }
 
 interface Submitted {

@@ -14,7 +14,8 @@ import { socketLimits } from '../realtime/socket.js';
 import { handleUpgrade } from '../realtime/upgrade.js';
 import type { Principal } from '../security/authenticator.js';
 import type { AppTable, FalApp } from './apps.js';
-import { FalRealtimeConnection, type ImageFetchPolicy } from './realtime-connection.js';
+import type { ImageFetchPolicy } from './image-source.js';
+import { FalRealtimeConnection } from './realtime-connection.js';
 
 interface FalSocketData {
   closed: boolean;

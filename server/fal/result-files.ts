@@ -10,6 +10,8 @@ import { dataUri } from './fal-output.js';
 import type { FalRequest, Responder } from './http-exchange.js';
 
 const EXTENSIONS: Record<string, string> = { 'image/jpeg': 'jpg', 'image/png': 'png', 'image/webp': 'webp' };
+/** `/files/{id}/{name}` with the random UUID ids this server gives them. */
+const FILE_PATH = /^\/files\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/([^/]+)$/;
 
 export class ResultFiles {
   constructor(private readonly store: QueueStore | undefined) {}
@@ -20,6 +22,17 @@ export class ResultFiles {
     const name = `0.${EXTENSIONS[contentType] ?? 'bin'}`;
     await this.store.recordCompleted({ id, appId, keyId: principal.keyId, files: [{ name, contentType, bytes }] });
     return `${publicBase}/files/${id}/${name}`;
+  }
+
+  /**
+   * The file a URL names when it is one this server keeps (an upload, a result), on whatever host
+   * name clients reach it by: the random id is the capability, as in `serve`. Undefined otherwise,
+   * and the URL is then an ordinary one that --image-hosts governs.
+   */
+  async lookup(url: URL): Promise<{ bytes: Uint8Array; contentType: string } | undefined> {
+    const match = FILE_PATH.exec(url.pathname);
+    if (!match || !this.store || (url.protocol !== 'http:' && url.protocol !== 'https:')) return undefined;
+    return this.store.file(match[1], decodeURIComponent(match[2]));
   }
 
   async serve(req: FalRequest, r: Responder): Promise<void> {

@@ -1,7 +1,8 @@
 // Short-lived browser tokens: HS256 JWTs (jose) minted by POST /v1/tokens for a holder of an API
 // key, scoped to the realtime endpoint, carrying the key's id so per-key limits still apply.
 // Servers that share TOKEN_SECRET accept each other's tokens (a load-balanced pool); without it
-// each process draws a random secret, and tokens die with the process.
+// each process draws a random secret, and tokens die with the process. The same secret signs
+// capabilities for other audiences (an upload URL, for one), which a realtime check never accepts.
 import { randomBytes } from 'node:crypto';
 import { errors, jwtVerify, SignJWT } from 'jose';
 import { REALTIME_PATH } from '../../shared/protocol.js';
@@ -35,6 +36,30 @@ export class TokenIssuer {
       .setExpirationTime(expiresAt)
       .sign(this.secret);
     return { token, expiresAt };
+  }
+
+  /** A token for another audience than the realtime endpoint, carrying `claims`. */
+  async issueFor(audience: string, subject: string, claims: Record<string, string>, ttlSeconds: number): Promise<string> {
+    const now = Math.floor(Date.now() / 1000);
+    return new SignJWT({ ...claims, scope: audience })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setIssuer(ISSUER)
+      .setAudience(audience)
+      .setSubject(subject)
+      .setIssuedAt(now)
+      .setExpirationTime(now + ttlSeconds)
+      .sign(this.secret);
+  }
+
+  /** The subject and claims of a token from `issueFor(audience, ...)`, or why it is refused. */
+  async verifyFor(audience: string, token: string): Promise<{ ok: true; subject: string; claims: Record<string, unknown> } | { ok: false; reason: 'expired' | 'invalid' }> {
+    try {
+      const { payload } = await jwtVerify(token, this.secret, { issuer: ISSUER, audience, algorithms: ['HS256'] });
+      if (payload.scope !== audience || typeof payload.sub !== 'string') return { ok: false, reason: 'invalid' };
+      return { ok: true, subject: payload.sub, claims: payload };
+    } catch (err) {
+      return { ok: false, reason: err instanceof errors.JWTExpired ? 'expired' : 'invalid' };
+    }
   }
 
   /** `expiresAt` in Unix milliseconds. */
