@@ -98,6 +98,25 @@ describe('schemes and hosts', () => {
     expectError(await resolveImageUrl('https://user:pw@cdn.example.com/a.png', policy), 'image_url_invalid', /credentials/);
   });
 
+  test("a file the server keeps is read, not fetched, whatever the host; within the byte limit; others fall through to the host rules", async () => {
+    const kept = new Map([['/files/kept/a.png', PNG], ['/files/big/a.png', new Uint8Array(2048)]]);
+    const asked: string[] = [];
+    const policy: ImageUrlPolicy = {
+      ...DATA_ONLY,
+      ownFile: async (url) => {
+        asked.push(url.href);
+        const bytes = kept.get(url.pathname);
+        return bytes && { bytes, contentType: 'image/png' };
+      },
+    };
+    const own = expectOk(await resolveImageUrl('http://169.254.169.254/files/kept/a.png', policy));
+    assert.deepEqual([own.bytes, own.contentType], [PNG, 'image/png']);
+    expectError(await resolveImageUrl('https://gpu.example.com/files/big/a.png', policy), 'image_too_large', /1024/);
+    expectError(await resolveImageUrl('https://gpu.example.com/files/gone/a.png', policy), 'image_url_forbidden', /--image-hosts/);
+    expectOk(await resolveImageUrl(`data:image/png;base64,${b64(PNG)}`, policy));
+    assert.equal(asked.length, 3, 'data: URIs never ask the store');
+  });
+
   test('host rules: exact, host:port, wildcard subdomains', () => {
     const allowed = (url: string, hosts: string[]) => isAllowedHost(new URL(url), hosts);
     assert.ok(allowed('https://cdn.example.com/a', ['cdn.example.com']));
