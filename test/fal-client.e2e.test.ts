@@ -223,6 +223,7 @@ describe('fal HTTP through the official client', () => {
     const refused = await initiate({ content_type: 'text/html', file_name: 'a.html' });
     assert.equal(refused.status, 422);
     assert.deepEqual(((await refused.json()) as Result).detail[0].loc, ['body', 'content_type']);
+    for (const body of [{ content_type: 'constructor' }, {}, 'image/png']) assert.equal((await initiate(body)).status, 422, JSON.stringify(body));
     const { upload_url: uploadUrl, file_url: fileUrl } = (await (await initiate({ content_type: 'image/png', file_name: 'a.png' })).json()) as Result;
     const png = await cameraFrame(0, 'png');
     const put = (target: string) => fetch(target, { method: 'PUT', headers: { 'content-type': 'image/png' }, body: blobOf(png, 'image/png') });
@@ -247,6 +248,16 @@ describe('fal HTTP through the official client', () => {
     const unknown = fileUrl.replace(/[0-9a-f]{8}-/, '00000000-');
     await assert.rejects(fal.run(I2I, { input: { ...input, image_url: unknown } }), (err: ValidationError) => err.status === 422 && /image-hosts/.test(JSON.stringify(err.body)));
     await assert.rejects(fal.queue.submit(I2I, { input: { ...input, image_url: unknown } }), (err: ValidationError) => err.status === 422);
+
+    // Uploads cost no GPU time, so each key has a rate: a burst of 10, then one a second.
+    const statuses: number[] = [];
+    for (let i = 0; i < 20 && !statuses.includes(429); i++) {
+      const response = await initiate({ content_type: 'image/jpeg', file_name: `${i}.jpg` }, OTHER_KEY);
+      statuses.push(response.status);
+      if (response.status === 429) assert.equal(response.headers.get('retry-after'), '1');
+    }
+    assert.ok(statuses.filter((s) => s === 200).length >= 10 && statuses.at(-1) === 429, statuses.join(' '));
+    assert.equal((await initiate({ content_type: 'image/jpeg', file_name: 'mine.jpg' })).status, 200, 'other keys are unaffected');
   });
 
   test('queue.cancel of a queued request; another key cannot see, cancel or fetch it', async () => {

@@ -6,9 +6,11 @@
 // Files live in the queue store beside result images and expire with them (--result-ttl); an
 // input naming one is read from the store (result-files.ts), never fetched over the network.
 import { randomUUID } from 'node:crypto';
+import { ErrorCode } from '../../shared/protocol.js';
 import type { QueueStore } from '../queue/types.js';
 import type { Principal } from '../security/authenticator.js';
 import type { TokenIssuer } from '../security/tokens.js';
+import { TokenBucket } from '../realtime/rate-limiter.js';
 import { sendError, sendFieldErrors } from './errors.js';
 import type { FalRequest, Responder } from './http-exchange.js';
 
@@ -16,14 +18,24 @@ export const UPLOAD_INITIATE_PATH = '/storage/upload/initiate';
 /** `PUT {UPLOAD_PATH_PREFIX}{id}/{name}?token=...` */
 export const UPLOAD_PATH_PREFIX = '/storage/upload/put/';
 /** Files the pipeline decodes: the extension a file of each type is named with. */
-const UPLOAD_TYPES: Readonly<Record<string, string>> = { 'image/jpeg': 'jpg', 'image/png': 'png', 'image/webp': 'webp' };
+const UPLOAD_TYPES: ReadonlyMap<string, string> = new Map([['image/jpeg', 'jpg'], ['image/png', 'png'], ['image/webp', 'webp']]);
 const UPLOAD_AUDIENCE = 'fal:storage-upload';
 /** Long enough for a slow link to send the largest accepted image; a client uploads at once. */
 const UPLOAD_URL_TTL_SECONDS = 600;
 /** Who owns uploaded files in the store: uploads are no queue request of any app. */
 const UPLOAD_APP_ID = 'storage';
+/**
+ * Uploads cost no GPU time, so nothing else bounds how fast a key fills the store: per key and
+ * node, a burst of UPLOAD_BURST, then UPLOADS_PER_SECOND (an app uploads an input now and then;
+ * realtime frames travel in the socket, not through here).
+ */
+const UPLOADS_PER_SECOND = 1;
+const UPLOAD_BURST = 10;
+const RETRY_UPLOAD_AFTER_MS = 1000;
 
 export class FalUploads {
+  private readonly rates = new Map<string, TokenBucket>();
+
   constructor(
     private readonly store: QueueStore | undefined,
     private readonly tokens: TokenIssuer,
@@ -44,16 +56,23 @@ export class FalUploads {
       sendError(r, 400, 'invalid_json', 'the request body is not JSON');
       return;
     }
-    const contentType = typeof body === 'object' && body !== null ? (body as { content_type?: unknown }).content_type : undefined;
-    const extension = typeof contentType === 'string' ? UPLOAD_TYPES[contentType.toLowerCase()] : undefined;
+    const given = typeof body === 'object' && body !== null ? (body as { content_type?: unknown }).content_type : undefined;
+    const contentType = typeof given === 'string' ? given.toLowerCase() : '';
+    const extension = UPLOAD_TYPES.get(contentType);
     if (!extension) {
-      const message = `content_type must be one of ${Object.keys(UPLOAD_TYPES).join(', ')}: only images this server decodes are stored`;
-      sendFieldErrors(r, [{ code: 'invalid_field', message, loc: ['body', 'content_type'], type: 'value_error' }]);
+      const message = `content_type must be one of ${[...UPLOAD_TYPES.keys()].join(', ')}: only images this server decodes are stored`;
+      sendFieldErrors(r, [{ code: ErrorCode.InvalidField, message, loc: ['body', 'content_type'], type: 'value_error' }]);
+      return;
+    }
+    let rate = this.rates.get(principal.keyId);
+    if (!rate) this.rates.set(principal.keyId, (rate = new TokenBucket(UPLOADS_PER_SECOND, UPLOAD_BURST)));
+    if (!rate.take()) {
+      sendError(r, 429, 'rate_limited', `more than ${UPLOADS_PER_SECOND} upload per second (burst ${UPLOAD_BURST}) for this key`, RETRY_UPLOAD_AFTER_MS);
       return;
     }
     const id = randomUUID();
     const name = `upload.${extension}`;
-    const token = await this.tokens.issueFor(UPLOAD_AUDIENCE, principal.keyId, { id, name, contentType: (contentType as string).toLowerCase() }, UPLOAD_URL_TTL_SECONDS);
+    const token = await this.tokens.issueFor(UPLOAD_AUDIENCE, principal.keyId, { id, name, contentType }, UPLOAD_URL_TTL_SECONDS);
     r.json(200, {
       upload_url: `${req.publicBase}${UPLOAD_PATH_PREFIX}${id}/${name}?token=${token}`,
       file_url: `${req.publicBase}/files/${id}/${name}`,
