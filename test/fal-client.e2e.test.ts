@@ -248,6 +248,8 @@ describe('fal HTTP through the official client', () => {
     const unknown = fileUrl.replace(/[0-9a-f]{8}-/, '00000000-');
     await assert.rejects(fal.run(I2I, { input: { ...input, image_url: unknown } }), (err: ValidationError) => err.status === 422 && /image-hosts/.test(JSON.stringify(err.body)));
     await assert.rejects(fal.queue.submit(I2I, { input: { ...input, image_url: unknown } }), (err: ValidationError) => err.status === 422);
+    const malformed = fileUrl.replace(/upload\.png$/, '%E0%A4%A.png');
+    await assert.rejects(fal.run(I2I, { input: { ...input, image_url: malformed } }), (err: ValidationError) => err.status === 422);
 
     // Uploads cost no GPU time, so each key has a rate: a burst of 10, then one a second.
     const statuses: number[] = [];

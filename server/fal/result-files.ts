@@ -32,7 +32,13 @@ export class ResultFiles {
   async lookup(url: URL): Promise<{ bytes: Uint8Array; contentType: string } | undefined> {
     const match = FILE_PATH.exec(url.pathname);
     if (!match || !this.store || (url.protocol !== 'http:' && url.protocol !== 'https:')) return undefined;
-    return this.store.file(match[1], decodeURIComponent(match[2]));
+    let name: string;
+    try {
+      name = decodeURIComponent(match[2]);
+    } catch {
+      return undefined; // a malformed escape: no name this server gave out
+    }
+    return this.store.file(match[1], name);
   }
 
   async serve(req: FalRequest, r: Responder): Promise<void> {
