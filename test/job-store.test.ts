@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { DRIVERS, JobStore, JobStoreError, NoSqliteDriverError, type StoreLimits } from '../server/queue/job-store.js';
-import { job, LIMITS, png, queueStoreContract, submitted, type After } from './helpers/queue-store-contract.js';
+import { endedWithWebhooks, job, LIMITS, png, queueStoreContract, submitted, type After } from './helpers/queue-store-contract.js';
 
 let root: string;
 let dirs = 0;
@@ -134,32 +134,7 @@ test('requeue puts a running job back at the front; wrong states reject', async 
 
 test('webhook rows come with complete/fail, atomically, and go due -> retried -> delivered or given up', async (t) => {
   const store = await openStore(t);
-  const hook = 'https://example.test/hook';
-  const withHook = await submitted(store, { webhookUrl: hook });
-  const noBody = await submitted(store, { webhookUrl: hook });
-  const noHook = await submitted(store);
-  const failing = await submitted(store, { webhookUrl: hook });
-  const broken = await submitted(store, { webhookUrl: hook });
-  await store.claim(5);
-  const before = Date.now();
-  await store.complete(withHook, { a: 1 }, [png(1)], '{"request_id":"1"}');
-  await store.complete(noBody, { a: 2 }, []);
-  await store.complete(noHook, { a: 3 }, [], '{"ignored":true}');
-  await store.fail(failing, { status: 500, code: 'internal', message: 'x' }, '{"request_id":"4"}');
-
-  // A write that fails part way (a file the database refuses) leaves no trace: no status change,
-  // no file, no webhook row.
-  const bad = { name: 'bad.png', contentType: null as unknown as string, bytes: new Uint8Array(1) };
-  await assert.rejects(store.complete(broken, {}, [png(2), bad], '{"request_id":"5"}'));
-  assert.equal((await store.get(broken, 'key-a'))?.status, 'running');
-  assert.equal(await store.file(broken, 'image-0.png'), undefined);
-
-  assert.deepEqual(await store.dueWebhooks(before - 1, 10), [], 'due from the moment of the outcome');
-  const due = await store.dueWebhooks(Date.now(), 10);
-  assert.deepEqual(due.map((d) => [d.requestId, d.url, d.body, d.attempts]), [
-    [withHook, hook, '{"request_id":"1"}', 0],
-    [failing, hook, '{"request_id":"4"}', 0],
-  ]);
+  const { due } = await endedWithWebhooks(store);
   const [first, second] = due;
   const later = Date.now() + 60_000;
   await store.webhookAttempted(first.id, { delivered: false, nextAttemptAt: later });

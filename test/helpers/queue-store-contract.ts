@@ -3,7 +3,7 @@
 // then what only they have.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { JobFile, NewJob, QueueStore, StoreLimits } from '../../server/queue/types.js';
+import type { JobFile, NewJob, QueueStore, StoreLimits, WebhookDelivery } from '../../server/queue/types.js';
 
 export const LIMITS: StoreLimits = { maxQueuedPerKey: 100, maxQueued: 1000, resultTtlMs: 60_000 };
 export type After = { after(fn: () => Promise<void>): void };
@@ -25,6 +25,43 @@ export const png = (fill: number, size = 64): JobFile => ({ name: 'image-0.png',
 /** The named fields of a record, to compare several at once. */
 export function pick<T extends object>(value: T | undefined, ...keys: (keyof T)[]): Partial<T> | undefined {
   return value && (Object.fromEntries(keys.map((k) => [k, value[k]])) as Partial<T>);
+}
+
+/**
+ * Five running jobs ended every way that does or does not write a webhook row: completed with a
+ * hook and a body, with a hook and no body, without a hook, failed with a hook, and a complete that
+ * the store refuses part way (`refusal` matches its error), which must leave no trace. Returns the
+ * two rows due, checked to be exactly those and due from the moment of the outcome.
+ */
+export async function endedWithWebhooks(store: QueueStore, refusal?: Parameters<typeof assert.rejects>[1]): Promise<{ hook: string; due: WebhookDelivery[] }> {
+  const hook = 'https://example.test/hook';
+  const withHook = await submitted(store, { webhookUrl: hook });
+  const noBody = await submitted(store, { webhookUrl: hook });
+  const noHook = await submitted(store);
+  const failing = await submitted(store, { webhookUrl: hook });
+  const broken = await submitted(store, { webhookUrl: hook });
+  await store.claim(5);
+  const before = Date.now();
+  await store.complete(withHook, { a: 1 }, [png(1)], '{"request_id":"1"}');
+  await store.complete(noBody, { a: 2 }, []);
+  await store.complete(noHook, { a: 3 }, [], '{"ignored":true}');
+  await store.fail(failing, { status: 500, code: 'internal', message: 'x' }, '{"request_id":"4"}');
+
+  // A file the store refuses (no content type) fails the whole write: no status change, no file,
+  // no webhook row.
+  const bad = { name: 'bad.png', contentType: null as unknown as string, bytes: new Uint8Array(1) };
+  const write = store.complete(broken, {}, [png(2), bad], '{"request_id":"5"}');
+  await (refusal === undefined ? assert.rejects(write) : assert.rejects(write, refusal));
+  assert.equal((await store.get(broken, 'key-a'))?.status, 'running');
+  assert.equal(await store.file(broken, 'image-0.png'), undefined);
+
+  assert.deepEqual(await store.dueWebhooks(before - 1, 10), [], 'due from the moment of the outcome');
+  const due = await store.dueWebhooks(Date.now(), 10);
+  assert.deepEqual(due.map((d) => [d.requestId, d.url, d.body, d.attempts]), [
+    [withHook, hook, '{"request_id":"1"}', 0],
+    [failing, hook, '{"request_id":"4"}', 0],
+  ]);
+  return { hook, due };
 }
 
 /** Registers the shared tests; call it where the store's own tests are registered. */
