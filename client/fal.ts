@@ -19,6 +19,9 @@ export interface FalRequestConfig {
 /** fal's `RequestMiddleware`. */
 export type FalRequestMiddleware = (request: FalRequestConfig) => Promise<FalRequestConfig>;
 
+/** fal's `fetch` option: the fetch its requests go through. */
+export type FalFetch = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+
 /** fal's `ProxyUrlConfig` (fal >= 1.10.0). */
 export interface FalProxyUrlConfig {
   url: string;
@@ -34,6 +37,13 @@ export interface FalSelfHostConfig {
   credentials: string | undefined;
   requestMiddleware?: FalRequestMiddleware;
   proxyUrl?: FalProxyUrlConfig;
+  /**
+   * fal's `fetch`, rewriting fal's URLs to the server. Most requests arrive already rewritten (or
+   * addressed to the proxy route); this catches the one call that skips the middleware and the
+   * proxy: `fal.stream(..., { connectionMode: 'client' })`, which fetches fal.run itself with a
+   * short-lived token in `fal_jwt_token`.
+   */
+  fetch: FalFetch;
 }
 
 export interface FalSelfHostOptions {
@@ -47,6 +57,8 @@ export interface FalSelfHostOptions {
   via?: 'middleware' | 'proxy';
   /** The app's own middleware: it runs first and sees fal's original URLs. */
   requestMiddleware?: FalRequestMiddleware;
+  /** The app's own fetch, if it gave fal one; by default the global fetch at the time of each call. */
+  fetch?: FalFetch;
   /** Install the global WebSocket that redirects `fal.realtime` (default true). */
   installRealtime?: boolean;
 }
@@ -76,15 +88,20 @@ const REALTIME_ORIGIN = 'wss://fal.run';
 export function falSelfHost(serverUrl: string, options: FalSelfHostOptions = {}): FalSelfHost {
   const base = normalizeServerUrl(serverUrl);
   const via = options.via ?? 'middleware';
-  const config: FalSelfHostConfig = { credentials: options.credentials };
+  const own = options.fetch;
+  const fetchVia: FalFetch = (input, init) => {
+    const target = typeof input === 'string' || input instanceof URL ? rewriteFalUrl(String(input), base) : input;
+    return own ? own(target, init) : globalThis.fetch(target, init);
+  };
+  const config: FalSelfHostConfig = { credentials: options.credentials, fetch: fetchVia };
   if (via === 'proxy') {
     // fal itself composes this after the app's middleware, which therefore still sees fal's URLs.
     config.proxyUrl = { url: base + FAL_PROXY_PATH, when: 'always' };
     if (options.requestMiddleware) config.requestMiddleware = options.requestMiddleware;
   } else if (via === 'middleware') {
-    const own = options.requestMiddleware;
+    const appMiddleware = options.requestMiddleware;
     const rewrite = (request: FalRequestConfig): FalRequestConfig => ({ ...request, url: rewriteFalUrl(request.url, base) });
-    config.requestMiddleware = own ? async (request) => rewrite(await own(request)) : async (request) => rewrite(request);
+    config.requestMiddleware = appMiddleware ? async (request) => rewrite(await appMiddleware(request)) : async (request) => rewrite(request);
   } else {
     throw new Error(`falSelfHost: via must be 'middleware' or 'proxy', not ${String(via)}`);
   }

@@ -5,7 +5,8 @@
 // A realtime input drawn on a canvas comes back as an image the page decodes, a queued request
 // (fal.subscribe) ends with a result file the page loads from the server, and so does one whose
 // input is a Blob, which the client first uploads (fal's storage API: initiate through the proxy,
-// then a cross-origin PUT to the upload URL the server returned).
+// then a cross-origin PUT to the upload URL the server returned), and so does fal.stream in the
+// 'client' connection mode (a token through the proxy, then the stream straight from the server).
 // The page script is test/fixtures/fal-page.ts, bundled here with esbuild from its compiled copy.
 // Without Chromium: fails when CI=true, otherwise skips loudly (see scripts/ensure-chromium.sh).
 import { after, before, describe, test } from 'node:test';
@@ -52,6 +53,7 @@ const pageHtml = (server: string) => `<!doctype html>
 <img id="realtime" alt="realtime result">
 <img id="queued" alt="queued result">
 <img id="uploaded" alt="result of an uploaded input">
+<img id="streamed" alt="streamed result">
 <script type="module">
 import { runFalPage } from '/page.js';
 runFalPage(${JSON.stringify(server)});
@@ -132,7 +134,7 @@ describe('the fal client in headless Chromium, via the proxy route', { skip: mis
       .waitForFunction(
         () => {
           const state = window.falPage;
-          return state !== undefined && [state.realtime, state.queued, state.uploaded].every((call) => call.state !== 'pending');
+          return state !== undefined && [state.realtime, state.queued, state.uploaded, state.streamed].every((call) => call.state !== 'pending');
         },
         undefined,
         { timeout: 45_000 },
@@ -144,6 +146,7 @@ describe('the fal client in headless Chromium, via the proxy route', { skip: mis
     assert.equal(state.realtime.state, 'done', `the realtime call failed: ${detail}`);
     assert.equal(state.queued.state, 'done', `the queued call failed: ${detail}`);
     assert.equal(state.uploaded.state, 'done', `the queued call with a Blob input failed: ${detail}`);
+    assert.equal(state.streamed.state, 'done', `the stream in 'client' connection mode failed: ${detail}`);
 
     // Realtime: the request_id came back, and the <img> decoded the bytes as a 256 x 256 picture.
     assert.equal(state.realtime.requestId, REALTIME_REQUEST_ID);
@@ -177,7 +180,13 @@ describe('the fal client in headless Chromium, via the proxy route', { skip: mis
     const puts = seen.filter((r) => r.method === 'PUT');
     assert.equal(puts.length, 1, `one upload: ${listing}`);
     assert.ok(puts[0]!.url.startsWith(`${server.httpUrl}/storage/upload/`), `the upload went to the server: ${listing}`);
-    const api = seen.filter((r) => (r.resourceType === 'fetch' || r.resourceType === 'xhr') && r.method !== 'PUT');
+    // fal.stream in 'client' mode fetches the stream past the proxy, with the token it fetched through it.
+    const direct = seen.filter((r) => new URL(r.url).pathname === `/${QUEUED_APP}/stream`);
+    assert.equal(direct.length, 1, `one direct stream request: ${listing}`);
+    assert.ok(new URL(direct[0]!.url).searchParams.get('fal_jwt_token'), `the stream request carries a token: ${listing}`);
+    assert.ok((state.streamed.partials ?? 0) >= 1, `previews arrived as partial events: ${JSON.stringify(state.streamed)}`);
+    assert.deepEqual([state.streamed.width, state.streamed.height], [256, 256]);
+    const api = seen.filter((r) => (r.resourceType === 'fetch' || r.resourceType === 'xhr') && r.method !== 'PUT' && !direct.includes(r));
     assert.ok(api.length >= 4, `token, submit, status, result: ${listing}`);
     for (const r of api) {
       assert.equal(new URL(r.url).pathname, '/api/fal/proxy', `an API call outside the proxy route: ${listing}`);

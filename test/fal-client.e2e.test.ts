@@ -201,6 +201,32 @@ describe('fal HTTP through the official client', () => {
   }
 
   for (const [name, client] of [['direct routes', () => fal], ['the x-fal-target-url proxy route', () => viaProxy]] as const) {
+    test(`stream in 'client' connection mode: a short-lived token from /tokens/ instead of the key, via ${name}`, async (t) => {
+      t.mock.method(console, 'warn', () => {}); // fal's notice that its default token provider is deprecated
+      const stream = await client().stream(T2I, { input: { ...input, num_inference_steps: 3 }, connectionMode: 'client' });
+      const events: Result[] = [];
+      for await (const event of stream) events.push(event as Result);
+      const output = (await stream.done()) as Result;
+      assert.deepEqual(events.filter((e) => e.partial).map((e) => e.step), [1, 2]);
+      assert.equal(output.seed, 3);
+      assert.equal(output.images.length, 1);
+    });
+  }
+
+  test("fal.run's routes take a token from /tokens/ in fal_jwt_token; the queue's do not; a bad one is refused", async () => {
+    const token = (await (await fetch(`${server.httpUrl}/tokens/`, { method: 'POST', headers: { authorization: `Key ${FAL_KEY}` } })).json()) as string;
+    const post = (path: string) => fetch(`${server.httpUrl}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...input, sync_mode: true }) });
+    const run = await post(`/${T2I}?fal_jwt_token=${token}`);
+    assert.equal(run.status, 200);
+    assert.match(((await run.json()) as Result).images[0].url, /^data:image\/jpeg;base64,/);
+    const forged = await post(`/${T2I}/stream?fal_jwt_token=${token.slice(0, -2)}xx`);
+    assert.equal(forged.status, 401);
+    assert.match(((await forged.json()) as Result).detail, /invalid token/);
+    assert.equal((await post(`/queue/${T2I}?fal_jwt_token=${token}`)).status, 401);
+    assert.equal((await post(`/${T2I}`)).status, 401);
+  });
+
+  for (const [name, client] of [['direct routes', () => fal], ['the x-fal-target-url proxy route', () => viaProxy]] as const) {
     test(`a Blob input goes up through fal's storage API and comes back as an image_url, via ${name}`, async () => {
       const c = client();
       const frame = await cameraFrame();

@@ -124,6 +124,32 @@ describe("falSelfHost via the request middleware (the default)", () => {
     assert.deepEqual(recorder.http[0].body, INPUT);
   });
 
+  for (const via of ['middleware', 'proxy'] as const) {
+    test(`stream in 'client' connection mode, via ${via}: a token first, then fal.run's stream URL rewritten with the token and no key`, async () => {
+      const stream = await falClient({ via }).stream(APP, { input: INPUT, connectionMode: 'client', tokenProvider: async () => 'jwt-app' });
+      assert.deepEqual(await stream.done(), { images: [], seed: 9 });
+      assert.deepEqual(lines(recorder.http), [`POST /${APP}/stream?fal_jwt_token=jwt-app`]);
+      assert.equal(recorder.http[0].headers.authorization, undefined);
+      assert.deepEqual(recorder.http[0].body, INPUT);
+    });
+  }
+
+  test("stream in 'client' connection mode without a token provider gets its token from /tokens/", async (t) => {
+    t.mock.method(console, 'warn', () => {}); // fal's notice that the default token provider is deprecated
+    const stream = await falClient().stream(APP, { input: INPUT, connectionMode: 'client' });
+    assert.deepEqual(await stream.done(), { images: [], seed: 9 });
+    assert.deepEqual(lines(recorder.http), ['POST /tokens/', `POST /${APP}/stream?fal_jwt_token=jwt-1`]);
+    assert.equal(recorder.http[0].headers.authorization, `Key ${KEY}`);
+  });
+
+  test("an app's own fetch carries every request, after the rewrite", async () => {
+    const seen: string[] = [];
+    const fal = falClient({ fetch: (input, init) => (seen.push(String(input)), fetch(input, init)) });
+    await fal.run(APP, { input: INPUT });
+    await (await fal.stream(APP, { input: INPUT, connectionMode: 'client', tokenProvider: async () => 't' })).done();
+    assert.deepEqual(seen, [`${recorder.base}/${APP}`, `${recorder.base}/${APP}/stream?fal_jwt_token=t`]);
+  });
+
   test("an app's own middleware runs first, sees fal's URLs, and its headers arrive", async () => {
     const seen: string[] = [];
     const fal = falClient({

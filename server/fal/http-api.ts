@@ -79,8 +79,10 @@ export class FalHttpApi {
     if (host === 'rest' && req.path.startsWith('/files/')) return this.deps.files.serve(req, r);
     // An upload URL's token is its credential: fal's client PUTs to it without its key.
     if (host === 'rest' && req.path.startsWith(UPLOAD_PATH_PREFIX) && req.method === 'put') return this.deps.uploads.receive(req, r);
-    const principal = this.authenticate(req, r);
-    if (!principal) return;
+    // fal.stream in the client's 'client' connection mode fetches fal.run itself with a short-lived
+    // token from POST /tokens/ instead of a key; only fal.run's routes take one, as at fal.
+    const principal = await this.authenticate(req, r, host === 'run' ? (req.query.get('fal_jwt_token') ?? '') : '');
+    if (!principal || r.gone) return;
     if (host === 'rest') return this.rest(req, r, principal);
     if (host === 'queue') return this.deps.queue.handle(req, r, principal);
     if (req.method !== 'post' && req.method !== 'get') {
@@ -90,17 +92,18 @@ export class FalHttpApi {
     return this.run(req, r, principal, onAbort);
   }
 
-  /** `Authorization: Key <key>` (or Bearer); an open server (no keys) serves everyone as anonymous. */
-  authenticate(req: FalRequest, r: Responder): Principal | undefined {
-    const { authenticator } = this.deps.hub;
-    if (!authenticator.originAllowed(req.header('origin'), req.header('host'))) {
-      sendError(r, 403, 'origin_not_allowed', 'origin not allowed');
-      return undefined;
-    }
-    if (!authenticator.required) return { keyId: 'anonymous' };
-    const keyId = authenticator.keyFromHeader(req.header('authorization'));
-    if (keyId) return { keyId };
-    sendError(r, 401, 'unauthorized', 'a valid API key is required: Authorization: Key <key>');
+  /** `Authorization: Key <key>` (or Bearer), or a token from POST /tokens/ where the route takes
+   * one; an open server (no keys) serves everyone as anonymous. Answers the refusal itself. */
+  private async authenticate(req: FalRequest, r: Responder, token: string): Promise<Principal | undefined> {
+    const auth = await this.deps.hub.authenticator.authenticate({
+      authorization: req.header('authorization'),
+      token,
+      origin: req.header('origin'),
+      host: req.header('host'),
+    });
+    if (auth.ok) return auth.principal;
+    if (auth.status === '403 Forbidden') sendError(r, 403, 'origin_not_allowed', auth.reason);
+    else sendError(r, 401, 'unauthorized', token ? auth.reason : 'a valid API key is required: Authorization: Key <key>');
     return undefined;
   }
 
