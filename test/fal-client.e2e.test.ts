@@ -36,6 +36,13 @@ type Result = Record<string, any>;
 
 const blobOf = (bytes: Buffer, type: string) => new Blob([new Uint8Array(bytes)], { type });
 
+function meanAbsDiff(a: Buffer, b: Buffer): number {
+  assert.equal(a.length, b.length);
+  let total = 0;
+  for (let i = 0; i < a.length; i++) total += Math.abs(a[i]! - b[i]!);
+  return total / a.length;
+}
+
 /** Before the socket opens, fal's client keeps only the newest input: a burst must follow an
  * answered first input to reach the server whole. */
 async function opened(connection: { send(input: Record<string, unknown>): void }, results: Result[]): Promise<void> {
@@ -213,6 +220,43 @@ describe('fal HTTP through the official client', () => {
     });
   }
 
+  test('num_images: one request, several images one after another, seeds counting up from the first', async () => {
+    const asked = { ...input, seed: 5, num_images: 3 };
+    const run = await fal.run(T2I, { input: asked });
+    const out = run.data as Result;
+    assert.equal(out.images.length, 3);
+    assert.equal(out.seed, 5);
+    assert.deepEqual(out.has_nsfw_concepts, [false, false, false]);
+    const urls: string[] = out.images.map((image: Result) => image.url);
+    const id = new RegExp(`^${server.httpUrl}/files/([0-9a-f-]{36})/[0-2]\\.jpg$`).exec(urls[0])?.[1];
+    assert.ok(id, urls[0]);
+    assert.deepEqual(urls, [0, 1, 2].map((i) => `${server.httpUrl}/files/${id}/${i}.jpg`));
+    const pixels = await Promise.all(urls.map(async (url) => sharp(Buffer.from(await (await fetch(url)).arrayBuffer())).raw().toBuffer()));
+    assert.notDeepEqual(pixels[0], pixels[1], 'each image has its own seed');
+    // Image 2 is what a request for one image with seed 7 makes.
+    const alone = (await fal.run(T2I, { input: { ...input, seed: 7, sync_mode: true } })).data as Result;
+    const third = await sharp(Buffer.from(alone.images[0].url.split(',')[1], 'base64')).raw().toBuffer();
+    assert.ok(meanAbsDiff(third, pixels[2]!) < 1, `image 2 is seed 7's image (mean difference ${meanAbsDiff(third, pixels[2]!)})`);
+
+    const stream = await fal.stream(T2I, { input: { ...input, num_images: 2, num_inference_steps: 3 } });
+    const partials: [number, number][] = [];
+    for await (const event of stream) if ((event as Result).partial) partials.push([(event as Result).image_index, (event as Result).step]);
+    assert.deepEqual(partials, [[0, 1], [0, 2], [1, 1], [1, 2]]);
+    assert.equal(((await stream.done()) as Result).images.length, 2);
+
+    const queued = await fal.subscribe(T2I, { input: { ...input, num_images: 2 }, pollInterval: 100 });
+    const files: string[] = (queued.data as Result).images.map((image: Result) => image.url);
+    assert.deepEqual(files.map((url) => url.slice(url.lastIndexOf('/') + 1)), ['0.jpg', '1.jpg']);
+    for (const url of files) assert.equal((await fetch(url)).headers.get('content-type'), 'image/jpeg');
+
+    await assert.rejects(fal.run(T2I, { input: { ...input, num_images: 9 } }), (err: ValidationError) => err.status === 422 && /num_images/.test(JSON.stringify(err.body)));
+    const { connection, errors } = realtime(fal, I2I);
+    connection.send({ prompt: 'x', num_images: 2, request_id: 'two' });
+    const error = await waitFor(() => errors[0], 10_000, 'a realtime error');
+    connection.close();
+    assert.match(error.message, /num_images/);
+  });
+
   test("fal.run's routes take a token from /tokens/ in fal_jwt_token; the queue's do not; a bad one is refused", async () => {
     const token = (await (await fetch(`${server.httpUrl}/tokens/`, { method: 'POST', headers: { authorization: `Key ${FAL_KEY}` } })).json()) as string;
     const post = (path: string) => fetch(`${server.httpUrl}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...input, sync_mode: true }) });
@@ -316,6 +360,19 @@ describe('fal HTTP through the official client', () => {
       assert.equal(done.error, undefined);
       assert.equal(((await fal.queue.result(T2I, { requestId: job.request_id })).data as Result).images.length, 1);
     }
+  });
+
+  test('queue.cancel of a running request for several images ends it cancelled', async () => {
+    // Eight 512x512 images of 8 steps: seconds of work, cancelled as soon as it runs.
+    const submitted = await fal.queue.submit(T2I, { input: { ...input, num_images: 8, num_inference_steps: 8, image_size: 'square_hd' } });
+    await waitFor(async () => ((await fal.queue.status(T2I, { requestId: submitted.request_id })).status === 'IN_PROGRESS' ? true : undefined), 30_000, 'the job to run');
+    await fal.queue.cancel(T2I, { requestId: submitted.request_id });
+    const status = await waitFor(async () => {
+      const s = await fal.queue.status(T2I, { requestId: submitted.request_id });
+      return s.status === 'COMPLETED' ? (s as Result) : undefined;
+    }, 30_000, 'the cancelled request to end');
+    assert.equal(status.error, 'cancelled');
+    await assert.rejects(fal.queue.result(T2I, { requestId: submitted.request_id }), (err: ApiError<unknown>) => err.status === 400);
   });
 
   test('a webhook is signed, and retried after the receiver first answers 500', async () => {

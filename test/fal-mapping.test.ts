@@ -7,8 +7,8 @@ import { ErrorCode, type FrameMessage, type Limits, type ModelInfo, type Preview
 import { loadConfig } from '../server/config.js';
 import { validateMessage, type ValidGenerate } from '../server/realtime/validate.js';
 import { AppTable, FAL_APP_PRESETS, parseAppSpecs, type FalApp } from '../server/fal/apps.js';
-import { falErrorFromNative, mapFalInput, type FalPlan } from '../server/fal/fal-input.js';
-import { contentTypeOf, dataUri, falImageResult, falPreviewResult } from '../server/fal/fal-output.js';
+import { falErrorFromNative, mapFalInput, MAX_NUM_IMAGES, type FalPlan } from '../server/fal/fal-input.js';
+import { contentTypeOf, dataUri, falImageResult, falImagesResult, falPreviewResult } from '../server/fal/fal-output.js';
 
 // As the hub reports the bundled default model: 256 px, size grid 32, Euler (SD-Turbo style).
 const model: ModelInfo = {
@@ -210,9 +210,24 @@ describe('mapFalInput', () => {
       const e = refusal({ prompt: 'x', [field]: value });
       assert.deepEqual([e.loc, e.type, e.code], [['body', field], 'value_error', ErrorCode.InvalidField], field);
     }
-    const many = refusal({ prompt: 'x', num_images: 2 });
-    assert.deepEqual([many.loc, many.type], [['body', 'num_images'], 'value_error']);
-    assert.match(many.message, /one image per request/);
+  });
+
+  test('num_images: 1 to 8 over HTTP, 1 on a realtime socket', () => {
+    assert.equal(plan({ prompt: 'x' }).numImages, 1);
+    assert.equal(plan({ prompt: 'x', num_images: null }).numImages, 1);
+    assert.equal(plan({ prompt: 'x', num_images: MAX_NUM_IMAGES }).numImages, 8);
+    assert.equal('num_images' in plan({ prompt: 'x', num_images: 3 }).generate, false, 'not a native field');
+    for (const value of [0, -1, 9]) {
+      const e = refusal({ prompt: 'x', num_images: value });
+      assert.deepEqual([e.loc, e.type, e.code], [['body', 'num_images'], 'value_error', ErrorCode.InvalidField], String(value));
+      assert.match(e.message, /from 1 to 8/);
+    }
+    for (const value of [2.5, '2', true]) assert.equal(refusal({ prompt: 'x', num_images: value }).type, 'type_error', String(value));
+    const realtime = mapFalInput({ prompt: 'x', num_images: 2 }, turbo, model, limits, { maxImages: 1 });
+    assert.ok(!realtime.ok);
+    assert.deepEqual(realtime.error.loc, ['body', 'num_images']);
+    assert.match(realtime.error.message, /realtime connection answers each input with one image/);
+    assert.ok(mapFalInput({ prompt: 'x', num_images: 1 }, turbo, model, limits, { maxImages: 1 }).ok);
   });
 
   test('prompt missing, or input not an object', () => {
@@ -306,12 +321,26 @@ describe('fal outputs', () => {
     assert.deepEqual([Object.keys(urlOnly.images[0])[0], urlOnly.request_id], ['url', 0]);
   });
 
+  test('several frames -> one output: every image, the first seed, the timings added up', () => {
+    const second: FrameMessage = { ...frame, id: 2, seed: 43, format: 'jpeg', timings: { ...frame.timings, queue: 1, steps: [10, 10], decode: 30, total: 60 } };
+    const out = falImagesResult([frame, second], { plan: plan({ prompt: 'a cat', num_images: 2 }), prompt: 'a cat', images: [{ url: 'u0' }, { url: 'u1' }] });
+    assert.deepEqual(out.images, [
+      { url: 'u0', content_type: 'image/png', width: 256, height: 192 },
+      { url: 'u1', content_type: 'image/jpeg', width: 256, height: 192 },
+    ]);
+    assert.equal(out.seed, 42);
+    assert.deepEqual(out.timings, { inference: 0.15, queue: 0.006, total: 0.18 });
+    assert.deepEqual([out.has_nsfw_concepts, out.nsfw_content_detected], [[false, false], [false, false]]);
+  });
+
   test('preview -> partial result', () => {
     const preview: PreviewMessage = { type: 'preview', id: 1, step: 1, steps: 4, image: PNG, width: 256, height: 256 };
     assert.deepEqual(falPreviewResult(preview, { plan: plan({ prompt: 'x', request_id: 'r' }), image: { content: PNG } }), {
       images: [{ content: PNG, content_type: 'image/jpeg', width: 256, height: 256 }],
       partial: true, step: 1, num_inference_steps: 4, request_id: 'r',
     });
+    const ofSecond = falPreviewResult(preview, { plan: plan({ prompt: 'x', num_images: 2 }), image: { content: PNG }, imageIndex: 1 });
+    assert.equal(ofSecond.image_index, 1, 'a num_images request says which image a preview shows');
   });
 
   test('data URIs and content types', () => {

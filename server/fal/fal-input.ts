@@ -31,6 +31,8 @@ export interface FalPlan {
   syncMode: boolean;
   /** Opt-in: each step's preview as an intermediate result (an extension; fal has none). */
   streamPreviews: boolean;
+  /** fal's `num_images`: images made for this request, one after another. */
+  numImages: number;
 }
 
 export type FalMapResult = { ok: true; plan: FalPlan } | { ok: false; error: FalFieldError };
@@ -46,6 +48,15 @@ export const FAL_SIZE_PRESETS: Readonly<Record<string, readonly [number, number]
 };
 
 const MAX_REQUEST_ID_CHARS = 128;
+
+/** fal's image apps take num_images up to 8. */
+export const MAX_NUM_IMAGES = 8;
+
+export interface FalMapOptions {
+  /** The most images one request may ask for here: MAX_NUM_IMAGES over HTTP, 1 on a realtime
+   * socket (one result per input). */
+  maxImages: number;
+}
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (typeof value !== 'object' || value === null) return false;
@@ -91,7 +102,7 @@ const IGNORED_FIELDS: Readonly<Record<string, { ok: (v: unknown) => boolean; exp
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
 
 /** fal request input -> a plan: native generate fields plus what the fal side needs to answer. */
-export function mapFalInput(input: unknown, app: FalApp, model: ModelInfo, limits: Limits): FalMapResult {
+export function mapFalInput(input: unknown, app: FalApp, model: ModelInfo, limits: Limits, options: FalMapOptions = { maxImages: MAX_NUM_IMAGES }): FalMapResult {
   if (!isPlainObject(input)) {
     return { ok: false, error: { code: ErrorCode.InvalidField, message: 'the input must be a JSON object (a msgpack map)', loc: ['body'], type: 'type_error' } };
   }
@@ -104,9 +115,11 @@ export function mapFalInput(input: unknown, app: FalApp, model: ModelInfo, limit
   }
   const guidance = get('guidance_scale');
   if (typeof guidance === 'number' && guidance < 0) return fieldError('guidance_scale', 'value_error', 'guidance_scale must be >= 0');
-  const numImages = get('num_images');
-  if (numImages !== undefined && numImages !== 1) {
-    return fieldError('num_images', isInt(numImages) ? 'value_error' : 'type_error', 'num_images must be 1: this server returns one image per request');
+  const numImages = get('num_images') ?? 1;
+  if (!isInt(numImages)) return fieldError('num_images', 'type_error', 'num_images must be an integer');
+  if (numImages < 1 || numImages > options.maxImages) {
+    const why = options.maxImages === 1 ? ': a realtime connection answers each input with one image' : '';
+    return fieldError('num_images', 'value_error', `num_images must be from 1 to ${options.maxImages}${why}`);
   }
 
   const syncMode = get('sync_mode');
@@ -188,6 +201,7 @@ export function mapFalInput(input: unknown, app: FalApp, model: ModelInfo, limit
       ...(formatField ? { formatField } : {}),
       syncMode: syncMode === true,
       streamPreviews: streamPreviews === true,
+      numImages,
     },
   };
 }

@@ -32,6 +32,8 @@ export interface FalPreviewOutput {
   partial: true;
   step: number;
   num_inference_steps: number;
+  /** Which image of a num_images request the preview shows (from 0); absent for one image. */
+  image_index?: number;
   request_id?: FalPlan['requestId'];
 }
 
@@ -67,34 +69,40 @@ function falImage(image: FalImageCarrier, contentType: FalContentType, width: nu
 
 const seconds = (ms: number) => ms / 1000;
 
-export function falImageResult(
-  frame: FrameMessage,
-  ctx: { plan: FalPlan; prompt: string; image: FalImageCarrier },
-): FalImageOutput {
-  const t = frame.timings;
-  const stepMs = t.steps.reduce((a, b) => a + b, 0);
+/** One frame's fal output. */
+export function falImageResult(frame: FrameMessage, ctx: { plan: FalPlan; prompt: string; image: FalImageCarrier }): FalImageOutput {
+  return falImagesResult([frame], { plan: ctx.plan, prompt: ctx.prompt, images: [ctx.image] });
+}
+
+/** The output of a request for several images (num_images), made one after another: `seed` is the
+ * first image's (image i had seed + i) and the timings add up. */
+export function falImagesResult(frames: readonly FrameMessage[], ctx: { plan: FalPlan; prompt: string; images: readonly FalImageCarrier[] }): FalImageOutput {
+  const sum = (pick: (frame: FrameMessage) => number) => frames.reduce((total, frame) => total + pick(frame), 0);
+  const inference = sum((f) => f.timings.steps.reduce((a, b) => a + b, 0) + f.timings.decode);
+  const first = frames[0]!;
   return {
-    images: [falImage(ctx.image, contentTypeOf(frame.format), frame.width, frame.height)],
-    seed: frame.seed,
+    images: frames.map((frame, i) => falImage(ctx.images[i]!, contentTypeOf(frame.format), frame.width, frame.height)),
+    seed: first.seed,
     // The steps that ran: with an input image, SD-Turbo runs floor(steps x strength) of those asked.
-    num_inference_steps: t.steps.length,
+    num_inference_steps: first.timings.steps.length,
     prompt: ctx.prompt,
-    timings: { inference: seconds(stepMs + t.decode), queue: seconds(t.queue), total: seconds(t.total) },
+    timings: { inference: seconds(inference), queue: seconds(sum((f) => f.timings.queue)), total: seconds(sum((f) => f.timings.total)) },
     // No safety checker runs on this server, so nothing is ever flagged. The fields are present
     // because fal clients read them (and some index into them).
-    has_nsfw_concepts: [false],
-    nsfw_content_detected: [false],
+    has_nsfw_concepts: frames.map(() => false),
+    nsfw_content_detected: frames.map(() => false),
     ...(ctx.plan.requestId !== undefined ? { request_id: ctx.plan.requestId } : {}),
   };
 }
 
-export function falPreviewResult(preview: PreviewMessage, ctx: { plan: FalPlan; image: FalImageCarrier }): FalPreviewOutput {
+export function falPreviewResult(preview: PreviewMessage, ctx: { plan: FalPlan; image: FalImageCarrier; imageIndex?: number }): FalPreviewOutput {
   return {
     // Previews are always JPEG.
     images: [falImage(ctx.image, 'image/jpeg', preview.width, preview.height)],
     partial: true,
     step: preview.step,
     num_inference_steps: preview.steps,
+    ...(ctx.plan.numImages > 1 ? { image_index: ctx.imageIndex ?? 0 } : {}),
     ...(ctx.plan.requestId !== undefined ? { request_id: ctx.plan.requestId } : {}),
   };
 }

@@ -11,7 +11,7 @@ import type { AppMatch, AppTable } from './apps.js';
 import type { ModelHost } from '../realtime/model-host.js';
 import { httpStatusFor, readJsonInput, sendError, sendFieldErrors } from './errors.js';
 import { falErrorFromNative, mapFalInput, type FalPlan } from './fal-input.js';
-import { contentTypeOf, dataUri, falImageResult, falPreviewResult } from './fal-output.js';
+import { contentTypeOf, dataUri, falImagesResult, falPreviewResult } from './fal-output.js';
 import type { FalRequest, Responder } from './http-exchange.js';
 import { resolveImageUrl, type ImageFetchPolicy } from './image-source.js';
 import { runOneShot } from './one-shot.js';
@@ -173,9 +173,10 @@ export class FalHttpApi {
     const events = stream ? r.events(headers) : undefined;
     const shot = runOneShot(this.deps.hub, principal, { ...plan.generate, previews: stream ? true : plan.generate.previews }, {
       host: planned.host,
-      onPreview: (preview) => {
+      images: plan.numImages,
+      onPreview: (preview, imageIndex) => {
         const url = dataUri(preview.image, 'image/jpeg');
-        events?.event(falPreviewResult(preview, { plan, image: { url } }));
+        events?.event(falPreviewResult(preview, { plan, image: { url }, imageIndex }));
       },
     });
     onAbort(() => shot.cancel());
@@ -194,11 +195,13 @@ export class FalHttpApi {
       }
       return;
     }
-    const { frame } = outcome;
-    const contentType = contentTypeOf(frame.format);
-    const url = plan.syncMode ? dataUri(frame.image, contentType) : await this.deps.files.keep(principal, planned.app.app.id, frame.image, contentType, req.publicBase);
+    const made = outcome.frames.map((frame) => ({ bytes: frame.image, contentType: contentTypeOf(frame.format) }));
+    const urls = plan.syncMode
+      ? made.map(({ bytes, contentType }) => dataUri(bytes, contentType))
+      : await this.deps.files.keep(principal, planned.app.app.id, made, req.publicBase);
+    const images = urls.map((url) => ({ url }));
     const prompt = typeof plan.generate.prompt === 'string' ? plan.generate.prompt : '';
-    const result = falImageResult(frame, { plan, prompt, image: { url } });
+    const result = falImagesResult(outcome.frames, { plan, prompt, images });
     if (events) {
       events.event(result);
       events.end();

@@ -10,7 +10,7 @@ import type { JobFile, JobRecord, QueueStore } from '../queue/types.js';
 import type { AppTable } from './apps.js';
 import { FIELD_CODES, RETRYABLE_CODES, httpStatusFor } from './errors.js';
 import { falErrorFromNative, mapFalInput } from './fal-input.js';
-import { contentTypeOf, dataUri, falImageResult } from './fal-output.js';
+import { contentTypeOf, dataUri, falImagesResult } from './fal-output.js';
 import { resolveImageUrl, type ImageFetchPolicy } from './image-source.js';
 import { runOneShot, type OneShot } from './one-shot.js';
 import { readQueuedJobInput } from './queued-job.js';
@@ -160,18 +160,21 @@ export class QueueRunner {
       }
       plan = { ...plan, generate: { ...plan.generate, image: image.bytes } };
     }
-    const shot = runOneShot(this.hub, { keyId: job.keyId }, plan.generate, { background: true, host });
+    const shot = runOneShot(this.hub, { keyId: job.keyId }, plan.generate, { background: true, host, images: plan.numImages });
     this.running.set(job.id, shot);
     if (job.cancelRequested) shot.cancel();
     const outcome = await shot.done;
     if (outcome.ok) {
-      const { frame } = outcome;
-      const contentType = contentTypeOf(frame.format);
-      const name = `0.${frame.format === 'jpeg' ? 'jpg' : frame.format}`;
-      const files: JobFile[] = plan.syncMode ? [] : [{ name, contentType, bytes: frame.image }];
-      const url = plan.syncMode ? dataUri(frame.image, contentType) : `${publicBase}/files/${job.id}/${name}`;
+      const files: JobFile[] = [];
+      const images = outcome.frames.map((frame, i) => {
+        const contentType = contentTypeOf(frame.format);
+        if (plan.syncMode) return { url: dataUri(frame.image, contentType) };
+        const name = `${i}.${frame.format === 'jpeg' ? 'jpg' : frame.format}`;
+        files.push({ name, contentType, bytes: frame.image });
+        return { url: `${publicBase}/files/${job.id}/${name}` };
+      });
       const prompt = typeof plan.generate.prompt === 'string' ? plan.generate.prompt : '';
-      const result = falImageResult(frame, { plan, prompt, image: { url } });
+      const result = falImagesResult(outcome.frames, { plan, prompt, images });
       await this.store.complete(job.id, result, files, job.webhookUrl ? webhookBody(job.id, 'OK', result, null) : undefined);
       this.finished(job, 'completed');
       return;

@@ -84,7 +84,7 @@ export class FalRealtimeConnection {
       this.error(ErrorCode.NotReady, 'the model is loading; retry shortly');
       return;
     }
-    const mapped = mapFalInput(decoded, this.app, model, this.host.limits());
+    const mapped = mapFalInput(decoded, this.app, model, this.host.limits(), { maxImages: 1 });
     if (!mapped.ok) {
       this.error(mapped.error.code, `${mapped.error.loc.slice(1).join('.') || 'input'}: ${mapped.error.message}`);
       return;

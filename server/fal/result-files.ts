@@ -16,12 +16,13 @@ const FILE_PATH = /^\/files\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 export class ResultFiles {
   constructor(private readonly store: QueueStore | undefined) {}
 
-  async keep(principal: Principal, appId: string, bytes: Uint8Array, contentType: string, publicBase: string): Promise<string> {
-    if (!this.store) return dataUri(bytes, contentType);
+  /** The URLs of a result's images (`0.jpg`, `1.jpg`, ... under one id); data: URIs without a store. */
+  async keep(principal: Principal, appId: string, images: readonly { bytes: Uint8Array; contentType: string }[], publicBase: string): Promise<string[]> {
+    if (!this.store) return images.map(({ bytes, contentType }) => dataUri(bytes, contentType));
     const id = randomUUID();
-    const name = `0.${EXTENSIONS[contentType] ?? 'bin'}`;
-    await this.store.recordCompleted({ id, appId, keyId: principal.keyId, files: [{ name, contentType, bytes }] });
-    return `${publicBase}/files/${id}/${name}`;
+    const files = images.map(({ bytes, contentType }, i) => ({ name: `${i}.${EXTENSIONS[contentType] ?? 'bin'}`, contentType, bytes }));
+    await this.store.recordCompleted({ id, appId, keyId: principal.keyId, files });
+    return files.map(({ name }) => `${publicBase}/files/${id}/${name}`);
   }
 
   /**
