@@ -1,47 +1,77 @@
-// Signing and verifying fal-style webhook deliveries. The server signs with it; receivers verify
-// with it, which is why it lives in shared/ and imports nothing but node:crypto.
+// Signing and verifying webhook deliveries the way fal signs its own, so a receiver written for
+// fal's webhooks verifies this server's with one change: where it fetches the public keys. The
+// server signs with it; receivers may verify with it, which is why it lives in shared/ and imports
+// nothing but node:crypto.
 //
-// The scheme, for receivers that do not use this module:
+// The scheme (fal's, as its webhook documentation describes it):
 //   x-fal-webhook-request-id:  the queue request id the delivery is about
+//   x-fal-webhook-user-id:     who submitted it (here: the id of the API key)
 //   x-fal-webhook-timestamp:   when it was signed, in whole unix seconds
-//   x-fal-webhook-signature:   v1=<hex HMAC-SHA256(secret, `${requestId}.${timestamp}.${body}`)>
-// `body` is the raw request body exactly as received (verify before parsing the JSON). The request
-// id and timestamp are inside the signed string so a captured delivery cannot be replayed for
-// another request, nor long after it was sent: receivers refuse timestamps outside a tolerance
-// (default 5 minutes), and should dedupe on the request id because a delivery may arrive more than
-// once. The `v1=` prefix leaves room for another scheme; a header may list several comma-separated
-// signatures (as while a secret is rotated) and verifies when any `v1` one matches.
-import { createHmac, timingSafeEqual } from 'node:crypto';
+//   x-fal-webhook-signature:   hex Ed25519 signature of the UTF-8 text
+//                              `${requestId}\n${userId}\n${timestamp}\n${hex SHA-256 of the body}`
+// The public keys are a JWKS at `<server>/.well-known/jwks.json` (fal's: rest.fal.ai's, the same
+// path). `body` is the raw request body exactly as received: verify before parsing the JSON.
+// Receivers refuse timestamps outside a tolerance (5 minutes) and dedupe on the request id, since
+// a delivery may arrive more than once.
+//
+// The signing key is derived from the server's webhook secret (HKDF-SHA256), so every node given
+// the same secret signs with the same key and serves the same JWKS; receivers hold no secret.
+import { createHash, createPrivateKey, createPublicKey, hkdfSync, sign, verify, type KeyObject } from 'node:crypto';
 
 export const WEBHOOK_REQUEST_ID_HEADER = 'x-fal-webhook-request-id';
+export const WEBHOOK_USER_ID_HEADER = 'x-fal-webhook-user-id';
 export const WEBHOOK_TIMESTAMP_HEADER = 'x-fal-webhook-timestamp';
 export const WEBHOOK_SIGNATURE_HEADER = 'x-fal-webhook-signature';
+/** Where the server publishes its webhook keys (fal: https://rest.fal.ai/.well-known/jwks.json). */
+export const WEBHOOK_JWKS_PATH = '/.well-known/jwks.json';
 
 export const DEFAULT_WEBHOOK_TOLERANCE_SECONDS = 300;
 
-const SIGNATURE_VERSION = 'v1';
-const HEX_SHA256 = /^[0-9a-f]{64}$/i;
+/** One public key of the JWKS. */
+export interface WebhookJwk {
+  kty: 'OKP';
+  crv: 'Ed25519';
+  /** The raw public key, base64url. */
+  x: string;
+  kid: string;
+  alg: 'EdDSA';
+  use: 'sig';
+}
+
+export interface WebhookSigner {
+  privateKey: KeyObject;
+  jwk: WebhookJwk;
+}
+
+// An Ed25519 private key is a 32-byte seed; PKCS#8 wraps it in this fixed DER prefix (RFC 8410).
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+const HEX_SIGNATURE = /^[0-9a-f]{128}$/i;
 const UNIX_SECONDS = /^\d{1,15}$/;
 
-function hmac(secret: string, requestId: string, timestamp: number, body: string): Uint8Array {
-  return createHmac('sha256', secret).update(`${requestId}.${timestamp}.${body}`, 'utf8').digest();
+/** The signing key for `secret`: the same secret gives the same key on every node. */
+export function webhookSigner(secret: string): WebhookSigner {
+  if (!secret) throw new RangeError('the webhook secret must not be empty');
+  const seed = Buffer.from(hkdfSync('sha256', secret, 'realtime-diffusion', 'webhook signing key, ed25519', 32));
+  const privateKey = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+  const { x } = createPublicKey(privateKey).export({ format: 'jwk' });
+  if (typeof x !== 'string') throw new Error('Ed25519 public key export gave no x');
+  const kid = createHash('sha256').update(x).digest('hex').slice(0, 16);
+  return { privateKey, jwk: { kty: 'OKP', crv: 'Ed25519', x, kid, alg: 'EdDSA', use: 'sig' } };
 }
 
-/** The `x-fal-webhook-signature` value for one delivery: `v1=<hex>`. */
-export function signWebhook(secret: string, requestId: string, timestamp: number, body: string): string {
-  const digest = hmac(secret, requestId, timestamp, body);
-  let hex = '';
-  for (const byte of digest) hex += byte.toString(16).padStart(2, '0');
-  return `${SIGNATURE_VERSION}=${hex}`;
+function signedText(requestId: string, userId: string, timestamp: string, body: string): Buffer {
+  const digest = createHash('sha256').update(body, 'utf8').digest('hex');
+  return Buffer.from(`${requestId}\n${userId}\n${timestamp}\n${digest}`, 'utf8');
 }
 
-/** The three signature headers for a delivery signed at `now` (milliseconds). */
-export function webhookSignatureHeaders(secret: string, requestId: string, body: string, now = Date.now()): Record<string, string> {
-  const timestamp = Math.floor(now / 1000);
+/** The four signature headers for a delivery signed at `now` (milliseconds). */
+export function webhookSignatureHeaders(signer: WebhookSigner, requestId: string, userId: string, body: string, now = Date.now()): Record<string, string> {
+  const timestamp = String(Math.floor(now / 1000));
   return {
     [WEBHOOK_REQUEST_ID_HEADER]: requestId,
-    [WEBHOOK_TIMESTAMP_HEADER]: String(timestamp),
-    [WEBHOOK_SIGNATURE_HEADER]: signWebhook(secret, requestId, timestamp, body),
+    [WEBHOOK_USER_ID_HEADER]: userId,
+    [WEBHOOK_TIMESTAMP_HEADER]: timestamp,
+    [WEBHOOK_SIGNATURE_HEADER]: sign(null, signedText(requestId, userId, timestamp, body), signer.privateKey).toString('hex'),
   };
 }
 
@@ -67,40 +97,33 @@ function header(headers: Record<string, string | string[] | undefined>, name: st
   return typeof value === 'string' ? value : undefined;
 }
 
-function hexBytes(hex: string): Uint8Array {
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
-  return out;
-}
-
 /**
- * True when the headers carry a `v1` signature of `body` by `secret`, for the request id they name,
- * with a timestamp within `toleranceSeconds` of `now`. The comparison is constant-time.
- * Accepts `req.headers` from node:http directly (its only array-valued header is set-cookie).
+ * True when the headers carry an Ed25519 signature, by one of `keys` (the `keys` of the server's
+ * JWKS, or the JWKS itself), of `body` for the request and user they name, with a timestamp within
+ * `toleranceSeconds` of `now`. Accepts `req.headers` from node:http directly.
  */
 export function verifyWebhookSignature(
-  secret: string,
+  keys: readonly { x?: unknown }[] | { keys: readonly { x?: unknown }[] },
   headers: Record<string, string | string[] | undefined>,
   body: string,
   { toleranceSeconds = DEFAULT_WEBHOOK_TOLERANCE_SECONDS, now = Date.now() }: VerifyWebhookOptions = {},
 ): boolean {
   const requestId = header(headers, WEBHOOK_REQUEST_ID_HEADER);
-  const timestampText = header(headers, WEBHOOK_TIMESTAMP_HEADER)?.trim();
-  const signatures = header(headers, WEBHOOK_SIGNATURE_HEADER);
-  if (!secret || requestId === undefined || timestampText === undefined || signatures === undefined) return false;
-  if (!UNIX_SECONDS.test(timestampText)) return false;
-  const timestamp = Number(timestampText);
-  if (!(Math.abs(now / 1000 - timestamp) <= toleranceSeconds)) return false;
-
-  const expected = hmac(secret, requestId, timestamp, body);
-  let matched = false;
-  for (const entry of signatures.split(',')) {
-    const item = entry.trim();
-    const eq = item.indexOf('=');
-    const hex = item.slice(eq + 1);
-    if (eq < 0 || item.slice(0, eq) !== SIGNATURE_VERSION || !HEX_SHA256.test(hex)) continue;
-    // No early exit: every candidate is compared, so timing says nothing about which one matched.
-    if (timingSafeEqual(hexBytes(hex), expected)) matched = true;
-  }
-  return matched;
+  const userId = header(headers, WEBHOOK_USER_ID_HEADER);
+  const timestamp = header(headers, WEBHOOK_TIMESTAMP_HEADER)?.trim();
+  const signature = header(headers, WEBHOOK_SIGNATURE_HEADER)?.trim();
+  if (requestId === undefined || userId === undefined || timestamp === undefined || signature === undefined) return false;
+  if (!UNIX_SECONDS.test(timestamp) || !HEX_SIGNATURE.test(signature)) return false;
+  if (!(Math.abs(now / 1000 - Number(timestamp)) <= toleranceSeconds)) return false;
+  const message = signedText(requestId, userId, timestamp, body);
+  const signatureBytes = Buffer.from(signature, 'hex');
+  const list: readonly { x?: unknown }[] = Array.isArray(keys) ? keys : (keys as { keys: readonly { x?: unknown }[] }).keys;
+  return list.some((key) => {
+    if (typeof key.x !== 'string') return false;
+    try {
+      return verify(null, message, createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: key.x }, format: 'jwk' }), signatureBytes);
+    } catch {
+      return false; // not an Ed25519 key
+    }
+  });
 }

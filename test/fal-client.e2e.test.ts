@@ -3,13 +3,14 @@
 // max_buffering, an unauthorised token; subscribe (polling and streaming), the queue, run and
 // stream; Blob inputs uploaded through fal's storage API; a webhook retried after a 500; bad input
 // through fal's routes.
+import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { ApiError, ValidationError } from '@fal-ai/client';
 import { verifyWebhookSignature } from '../shared/webhook-signature.js';
 import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
-import { cameraFrame, FAL_ENV, FAL_KEY, falClientFor, OTHER_KEY, startHookReceiver, waitFor, WEBHOOK_SECRET, type FalClient } from './helpers/fal-server.js';
+import { cameraFrame, FAL_ENV, FAL_KEY, falClientFor, falReceiverVerifies, fetchWebhookKeys, OTHER_KEY, startHookReceiver, waitFor, type FalClient } from './helpers/fal-server.js';
 
 const I2I = 'fal-ai/fast-turbo-diffusion/image-to-image';
 const T2I = 'fal-ai/fast-lcm-diffusion';
@@ -381,7 +382,15 @@ describe('fal HTTP through the official client', () => {
       const submitted = await fal.queue.submit(T2I, { input, webhookUrl: receiver.url });
       const hook = await waitFor(() => receiver.hooks.find((h) => h.headers['x-fal-webhook-request-id'] === submitted.request_id), 30_000, 'the webhook');
       assert.equal(receiver.attempts.get(submitted.request_id), 2, 'one 500, then delivered');
-      assert.ok(verifyWebhookSignature(WEBHOOK_SECRET, hook.headers as Record<string, string>, hook.body));
+      // Checked as an existing fal receiver does, against the keys the server publishes where fal does.
+      const keys = await fetchWebhookKeys(server.httpUrl);
+      assert.ok(falReceiverVerifies(keys, hook.headers, hook.body));
+      assert.ok(verifyWebhookSignature(keys, hook.headers as Record<string, string>, hook.body));
+      assert.equal(hook.headers['x-fal-webhook-user-id'], createHash('sha256').update(FAL_KEY).digest('hex').slice(0, 12), "the submitting key's id");
+      assert.ok(!falReceiverVerifies(keys, { ...hook.headers, 'x-fal-webhook-user-id': 'someone-else' }, hook.body));
+      // The same keys through fal's own URL for them, as the client's middleware maps it.
+      const viaProxyRoute = await fetch(`${server.httpUrl}/api/fal/proxy`, { headers: { 'x-fal-target-url': 'https://rest.fal.ai/.well-known/jwks.json' } });
+      assert.deepEqual(await viaProxyRoute.json(), keys);
       const body = JSON.parse(hook.body);
       assert.deepEqual([body.request_id, body.status, body.error], [submitted.request_id, 'OK', null]);
       assert.equal(body.payload.images.length, 1);

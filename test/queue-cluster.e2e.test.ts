@@ -8,8 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nginxMissing, startCluster, type Cluster } from '../bench/cluster/launcher.js';
 import { redisMissing, startRedis, type RedisServer } from './helpers/redis-server.js';
-import { cameraFrame, startHookReceiver, waitFor, WEBHOOK_SECRET } from './helpers/fal-server.js';
-import { verifyWebhookSignature } from '../shared/webhook-signature.js';
+import { cameraFrame, falReceiverVerifies, fetchWebhookKeys, startHookReceiver, waitFor, WEBHOOK_SECRET } from './helpers/fal-server.js';
 
 const CI = process.env.CI === 'true';
 const missing = nginxMissing() ?? redisMissing();
@@ -100,8 +99,11 @@ describe('fal queue on Redis across three nodes behind nginx', { skip: missing ?
       }
       // Webhooks: at least once each (a delivery cut by the kill may come twice), all signed.
       await waitFor(() => (ids.every((id) => receiver.hooks.some((h) => h.headers['x-fal-webhook-request-id'] === id)) ? true : undefined), 60_000, 'every webhook');
+      // Every node signs with the key the shared secret gives, so any node's JWKS verifies them all.
+      const keySets = await Promise.all(cluster.nodes.filter((n) => n.index !== victim).map((n) => fetchWebhookKeys(n.httpUrl)));
+      assert.deepEqual(keySets[1], keySets[0], 'one public key across the nodes');
       for (const hook of receiver.hooks) {
-        assert.ok(verifyWebhookSignature(WEBHOOK_SECRET, hook.headers as Record<string, string>, hook.body));
+        assert.ok(falReceiverVerifies(keySets[0]!, hook.headers, hook.body));
         assert.equal(JSON.parse(hook.body).status, 'OK');
       }
       const survivors = await Promise.all(cluster.nodes.filter((n) => n.index !== victim).map((n) => fetch(`${n.httpUrl}/metrics`).then((r) => r.text())));

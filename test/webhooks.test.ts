@@ -14,9 +14,11 @@ import {
   type WebhookOutbox,
   type WebhookOutcome,
 } from '../server/fal/webhooks.js';
-import { signWebhook, verifyWebhookSignature } from '../shared/webhook-signature.js';
+import { verifyWebhookSignature, webhookSignatureHeaders, webhookSigner } from '../shared/webhook-signature.js';
+import { falReceiverVerifies } from './helpers/fal-server.js';
 
-const SECRET = 'webhook secret for tests';
+const SIGNER = webhookSigner('webhook secret for tests');
+const KEYS = { keys: [SIGNER.jwk] };
 
 /** The store, in memory: rows become due at nextAttemptAt and leave once delivered or given up. */
 class FakeOutbox implements WebhookOutbox {
@@ -26,7 +28,7 @@ class FakeOutbox implements WebhookOutbox {
 
   add(requestId: string, url: string, body: string): number {
     const id = this.nextId++;
-    this.rows.set(id, { id, requestId, url, body, attempts: 0, nextAttemptAt: 0 });
+    this.rows.set(id, { id, requestId, keyId: 'key-1', url, body, attempts: 0, nextAttemptAt: 0 });
     return id;
   }
 
@@ -120,7 +122,7 @@ describe('WebhookDispatcher', () => {
     const outbox = new FakeOutbox();
     const { counts, events } = counters();
     const { logger, lines } = capturingLogger();
-    const dispatcher = new WebhookDispatcher(outbox, { secret: SECRET, ...FAST, ...options }, events, logger);
+    const dispatcher = new WebhookDispatcher(outbox, { signer: SIGNER, ...FAST, ...options }, events, logger);
     cleanups.push(() => receiver.close(), () => dispatcher.stop());
     return { receiver, outbox, counts, lines, dispatcher };
   }
@@ -139,16 +141,19 @@ describe('WebhookDispatcher', () => {
     assert.equal(got!.body, body, 'body posted exactly as stored');
     assert.equal(got!.headers['content-type'], 'application/json');
     assert.equal(got!.headers['x-fal-webhook-request-id'], 'req-1');
+    assert.equal(got!.headers['x-fal-webhook-user-id'], 'key-1');
     const timestamp = Number(got!.headers['x-fal-webhook-timestamp']);
     assert.ok(Math.abs(timestamp - Date.now() / 1000) < 5);
-    assert.match(String(got!.headers['x-fal-webhook-signature']), /^v1=[0-9a-f]{64}$/);
+    assert.match(String(got!.headers['x-fal-webhook-signature']), /^[0-9a-f]{128}$/);
 
-    assert.equal(verifyWebhookSignature(SECRET, got!.headers, got!.body), true);
-    assert.equal(verifyWebhookSignature(SECRET, got!.headers, got!.body.replace('OK', 'ERROR')), false, 'tampered body');
-    assert.equal(verifyWebhookSignature('another secret', got!.headers, got!.body), false, 'wrong secret');
-    assert.equal(verifyWebhookSignature(SECRET, { ...got!.headers, 'x-fal-webhook-request-id': 'req-2' }, got!.body), false, 'other request id');
-    assert.equal(verifyWebhookSignature(SECRET, got!.headers, got!.body, { now: Date.now() + 301_000 }), false, 'stale');
-    assert.equal(verifyWebhookSignature(SECRET, got!.headers, got!.body, { now: Date.now() + 200_000 }), true, 'within tolerance');
+    assert.equal(falReceiverVerifies(KEYS, got!.headers, got!.body), true, "verified as fal's documentation says");
+    assert.equal(verifyWebhookSignature(KEYS, got!.headers, got!.body), true);
+    assert.equal(verifyWebhookSignature(KEYS, got!.headers, got!.body.replace('OK', 'ERROR')), false, 'tampered body');
+    assert.equal(verifyWebhookSignature([webhookSigner('another secret').jwk], got!.headers, got!.body), false, 'another key');
+    assert.equal(verifyWebhookSignature(KEYS, { ...got!.headers, 'x-fal-webhook-request-id': 'req-2' }, got!.body), false, 'other request id');
+    assert.equal(verifyWebhookSignature(KEYS, { ...got!.headers, 'x-fal-webhook-user-id': 'key-2' }, got!.body), false, 'other user id');
+    assert.equal(verifyWebhookSignature(KEYS, got!.headers, got!.body, { now: Date.now() + 301_000 }), false, 'stale');
+    assert.equal(verifyWebhookSignature(KEYS, got!.headers, got!.body, { now: Date.now() + 200_000 }), true, 'within tolerance');
     assert.deepEqual(outbox.outcomes, [{ id: 1, outcome: { delivered: true } }]);
     assert.deepEqual(counts, { delivered: 1, retried: 0, gaveUp: 0 });
   });
@@ -164,7 +169,7 @@ describe('WebhookDispatcher', () => {
     const first = outbox.outcomes[0]!.outcome;
     assert.ok(!first.delivered && 'nextAttemptAt' in first);
     // Each attempt is signed afresh, and both verify.
-    for (const got of receiver.received) assert.ok(verifyWebhookSignature(SECRET, got.headers, got.body));
+    for (const got of receiver.received) assert.ok(verifyWebhookSignature(KEYS, got.headers, got.body));
   });
 
   test('gives up after maxAttempts, counting 4xx and redirects as failures, and warns', async () => {
@@ -282,8 +287,8 @@ describe('WebhookDispatcher', () => {
   test('refuses nonsensical options', () => {
     const { events } = counters();
     const { logger } = capturingLogger();
-    assert.throws(() => new WebhookDispatcher(new FakeOutbox(), { secret: '' }, events, logger), RangeError);
-    assert.throws(() => new WebhookDispatcher(new FakeOutbox(), { secret: 's', concurrency: 0 }, events, logger), RangeError);
+    assert.throws(() => webhookSigner(''), RangeError);
+    assert.throws(() => new WebhookDispatcher(new FakeOutbox(), { signer: SIGNER, concurrency: 0 }, events, logger), RangeError);
   });
 });
 
@@ -300,36 +305,45 @@ describe('webhookRetryDelay', () => {
   });
 });
 
-describe('verifyWebhookSignature', () => {
+describe('webhook signatures', () => {
   const now = 1_700_000_000_000;
-  const ts = String(now / 1000);
   const body = '{"a":1}';
-  const good = {
-    'x-fal-webhook-request-id': 'r1',
-    'x-fal-webhook-timestamp': ts,
-    'x-fal-webhook-signature': signWebhook(SECRET, 'r1', now / 1000, body),
-  };
-  test('accepts a good signature, in any header case, and among several', () => {
-    assert.equal(verifyWebhookSignature(SECRET, good, body, { now }), true);
-    const upper = Object.fromEntries(Object.entries(good).map(([k, v]) => [k.toUpperCase(), v]));
-    assert.equal(verifyWebhookSignature(SECRET, upper, body, { now }), true);
-    const rotated = { ...good, 'x-fal-webhook-signature': `v1=${'0'.repeat(64)}, ${good['x-fal-webhook-signature']}` };
-    assert.equal(verifyWebhookSignature(SECRET, rotated, body, { now }), true);
+  const good = webhookSignatureHeaders(SIGNER, 'r1', 'key-1', body, now);
+
+  test('one secret, one key: every node given the secret signs alike; another secret, another key', () => {
+    assert.deepEqual(webhookSigner('webhook secret for tests').jwk, SIGNER.jwk);
+    assert.deepEqual(Object.keys(SIGNER.jwk).sort(), ['alg', 'crv', 'kid', 'kty', 'use', 'x']);
+    assert.equal(Buffer.from(SIGNER.jwk.x, 'base64url').length, 32, 'a raw Ed25519 public key');
+    assert.notEqual(webhookSigner('another').jwk.x, SIGNER.jwk.x);
+    // Ed25519 is deterministic: the same delivery signed twice gives the same signature.
+    assert.deepEqual(webhookSignatureHeaders(SIGNER, 'r1', 'key-1', body, now), good);
   });
+
+  test('accepts a good signature, in any header case, from any key of the set, given as a JWKS or a list', () => {
+    assert.equal(verifyWebhookSignature(KEYS, good, body, { now }), true);
+    assert.equal(verifyWebhookSignature([SIGNER.jwk], good, body, { now }), true);
+    const upper = Object.fromEntries(Object.entries(good).map(([k, v]) => [k.toUpperCase(), v]));
+    assert.equal(verifyWebhookSignature(KEYS, upper, body, { now }), true);
+    const rotating = { keys: [webhookSigner('next').jwk, { kty: 'RSA', n: 'x', e: 'AQAB' }, { x: 'not a key' }, SIGNER.jwk] };
+    assert.equal(verifyWebhookSignature(rotating, good, body, { now }), true);
+  });
+
   test('refuses missing, malformed or mismatched parts', () => {
+    const signature = good['x-fal-webhook-signature']!;
     const variants: Record<string, string | undefined>[] = [
       { ...good, 'x-fal-webhook-signature': undefined },
       { ...good, 'x-fal-webhook-timestamp': undefined },
       { ...good, 'x-fal-webhook-request-id': undefined },
-      { ...good, 'x-fal-webhook-timestamp': `${ts}.5` },
+      { ...good, 'x-fal-webhook-user-id': undefined },
+      { ...good, 'x-fal-webhook-timestamp': `${now / 1000}.5` },
       { ...good, 'x-fal-webhook-timestamp': String(now / 1000 + 1) },
-      { ...good, 'x-fal-webhook-signature': good['x-fal-webhook-signature'].replace('v1=', 'v2=') },
-      { ...good, 'x-fal-webhook-signature': good['x-fal-webhook-signature'].slice(0, -2) },
-      { ...good, 'x-fal-webhook-signature': `${good['x-fal-webhook-signature']}=x` },
+      { ...good, 'x-fal-webhook-signature': signature.slice(0, -2) },
+      { ...good, 'x-fal-webhook-signature': `${signature.slice(0, -2)}${signature.endsWith('00') ? '01' : '00'}` },
+      { ...good, 'x-fal-webhook-signature': `v1=${signature}` },
     ];
-    for (const headers of variants) assert.equal(verifyWebhookSignature(SECRET, headers, body, { now }), false, JSON.stringify(headers));
-    assert.equal(verifyWebhookSignature('', good, body, { now }), false);
-    assert.equal(verifyWebhookSignature(SECRET, good, body, { now: now - 301_000 }), false, 'from the future past tolerance');
-    assert.equal(verifyWebhookSignature(SECRET, good, body, { now: now + 10_000, toleranceSeconds: 5 }), false);
+    for (const headers of variants) assert.equal(verifyWebhookSignature(KEYS, headers, body, { now }), false, JSON.stringify(headers));
+    assert.equal(verifyWebhookSignature({ keys: [] }, good, body, { now }), false, 'no keys');
+    assert.equal(verifyWebhookSignature(KEYS, good, body, { now: now - 301_000 }), false, 'from the future past tolerance');
+    assert.equal(verifyWebhookSignature(KEYS, good, body, { now: now + 10_000, toleranceSeconds: 5 }), false);
   });
 });

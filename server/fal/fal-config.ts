@@ -19,7 +19,7 @@ export interface FalConfig {
   /** Hosts `image_url` may name (exact, host:port or *.domain); empty: data URIs only. */
   imageHosts: string[];
   imageFetchTimeoutMs: number;
-  /** HMAC-SHA256 secret webhooks are signed with (env WEBHOOK_SECRET; else TOKEN_SECRET; else random per process). */
+  /** What the webhooks' Ed25519 signing key is derived from (env WEBHOOK_SECRET; else TOKEN_SECRET; else random per process). */
   webhookSecret: string | undefined;
   /** Scheme and host for URLs the server returns, when the Host header is not what clients use. */
   publicUrl: string | undefined;

@@ -22,6 +22,7 @@ import { ResultFiles } from './result-files.js';
 import { FalUploads } from './uploads.js';
 import type { ImageFetchPolicy } from './image-source.js';
 import { WebhookDispatcher } from './webhooks.js';
+import { webhookSigner } from '../../shared/webhook-signature.js';
 
 /** What a shared queue tells the node running a job: another node took its cancel request, or
  * the job's lock was lost (it may now run elsewhere). */
@@ -56,6 +57,8 @@ export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, conf
   const apps = new AppTable(fal.apps);
 
   let webhooks: WebhookDispatcher | undefined;
+  // Derived from the secret, so every node given it signs alike and serves the same public key.
+  const webhookSigning = webhookSigner(fal.webhookSecret ?? randomBytes(32).toString('hex'));
   let runner: QueueRunner | undefined;
   let store: QueueStore | undefined;
   let storeError: string | undefined;
@@ -74,9 +77,8 @@ export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, conf
   const metrics = new FalMetrics(hub.metrics, () => store ? store.counts() : Promise.resolve({ queued: 0, running: 0 }));
 
   if (store) {
-    const secret = fal.webhookSecret ?? randomBytes(32).toString('hex');
-    if (!fal.webhookSecret) logger.warn('no WEBHOOK_SECRET or TOKEN_SECRET: webhooks are signed with a random per-process secret receivers cannot know');
-    webhooks = new WebhookDispatcher(store, { secret }, {
+    if (!fal.webhookSecret) logger.warn('no WEBHOOK_SECRET or TOKEN_SECRET: webhooks are signed with a key of this process alone, which changes on every restart and differs between nodes');
+    webhooks = new WebhookDispatcher(store, { signer: webhookSigning }, {
       delivered: () => metrics.webhooks.inc({ outcome: 'delivered' }),
       retried: () => metrics.webhooks.inc({ outcome: 'retried' }),
       gaveUp: () => metrics.webhooks.inc({ outcome: 'gave_up' }),
@@ -99,7 +101,7 @@ export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, conf
 
   const uploads = new FalUploads(store, hub.authenticator.tokens, config.limits.maxImageBytes);
   const queue = new QueueRoutes(hub, apps, store, runner, storeError, imageFetch);
-  const api = new FalHttpApi({ hub, apps, imageFetch, queue, files, uploads, logger });
+  const api = new FalHttpApi({ hub, apps, imageFetch, queue, files, uploads, webhookKeys: { keys: [webhookSigning.jwk] }, logger });
   registerFalRealtime(app, { config, hub, logger, liveness, apps, imageFetch });
   registerFalHttp(app, api, hub.authenticator, {
     maxBodyBytes: Math.ceil((config.limits.maxImageBytes * 4) / 3) + 64 * 1024,

@@ -19,6 +19,7 @@ import type { QueueRoutes } from './queue-routes.js';
 import type { ResultFiles } from './result-files.js';
 import { UPLOAD_INITIATE_PATH, UPLOAD_PATH_PREFIX, type FalUploads } from './uploads.js';
 import { FIELD_CODES } from './errors.js';
+import { WEBHOOK_JWKS_PATH, type WebhookJwk } from '../../shared/webhook-signature.js';
 
 export const PROXY_PATH = '/api/fal/proxy';
 
@@ -32,6 +33,8 @@ export interface FalHttpDeps {
   queue: QueueRoutes;
   files: ResultFiles;
   uploads: FalUploads;
+  /** The JWKS receivers verify webhook signatures with. */
+  webhookKeys: { keys: readonly WebhookJwk[] };
   logger: Logger;
 }
 
@@ -53,6 +56,7 @@ export class FalHttpApi {
         return;
       }
       if (req.path.startsWith('/files/')) await this.deps.files.serve(req, r);
+      else if (req.path === WEBHOOK_JWKS_PATH) await this.serve('rest', req, r, onAbort);
       else if (req.path.startsWith('/queue/')) await this.serve('queue', { ...req, path: req.path.slice('/queue'.length) }, r, onAbort);
       else if (req.path === '/tokens/' || req.path === '/tokens' || req.path.startsWith('/storage/')) await this.serve('rest', req, r, onAbort);
       else await this.serve('run', req, r, onAbort);
@@ -77,6 +81,8 @@ export class FalHttpApi {
 
   private async serve(host: FalHost, req: FalRequest, r: Responder, onAbort: (cancel: () => void) => void): Promise<void> {
     if (host === 'rest' && req.path.startsWith('/files/')) return this.deps.files.serve(req, r);
+    // Public keys, public: a webhook receiver fetches them without a key, as from fal's.
+    if (host === 'rest' && req.path === WEBHOOK_JWKS_PATH && req.method === 'get') return r.json(200, this.deps.webhookKeys, { 'cache-control': 'public, max-age=3600' });
     // An upload URL's token is its credential: fal's client PUTs to it without its key.
     if (host === 'rest' && req.path.startsWith(UPLOAD_PATH_PREFIX) && req.method === 'put') return this.deps.uploads.receive(req, r);
     // fal.stream in the client's 'client' connection mode fetches fal.run itself with a short-lived

@@ -8,6 +8,7 @@ import { readBody } from '../http/body.js';
 import { sendError } from './errors.js';
 import { FAL_CORS_ALLOW_HEADERS, Responder, type FalRequest } from './http-exchange.js';
 import { PROXY_PATH, type FalHttpApi } from './http-api.js';
+import { WEBHOOK_JWKS_PATH } from '../../shared/webhook-signature.js';
 
 export interface FalRouteOptions {
   /** Largest request body: an image as a base64 data URI plus the rest of the input. */
@@ -67,5 +68,5 @@ export function registerFalHttp(app: TemplatedApp, api: FalHttpApi, auth: Authen
   app.post('/*', handler('post'));
   app.put('/*', handler('put'));
   // GETs of the page at / are the static handler's; these are the GETs fal's API has.
-  for (const pattern of [PROXY_PATH, '/queue/*', '/files/*']) app.get(pattern, handler('get'));
+  for (const pattern of [PROXY_PATH, '/queue/*', '/files/*', WEBHOOK_JWKS_PATH]) app.get(pattern, handler('get'));
 }

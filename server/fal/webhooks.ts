@@ -7,7 +7,7 @@
 // an outcome fails, the row stays due and is posted again, so receivers dedupe on the request id.
 // Signatures are described in shared/webhook-signature.ts.
 import type { Logger } from '../logger.js';
-import { webhookSignatureHeaders } from '../../shared/webhook-signature.js';
+import { webhookSignatureHeaders, type WebhookSigner } from '../../shared/webhook-signature.js';
 
 export { verifyWebhookSignature } from '../../shared/webhook-signature.js';
 
@@ -30,8 +30,8 @@ export interface WebhookEvents {
 }
 
 export interface WebhookDispatcherOptions {
-  /** HMAC key for x-fal-webhook-signature. */
-  secret: string;
+  /** The Ed25519 key deliveries are signed with (x-fal-webhook-signature). */
+  signer: WebhookSigner;
   /** Attempts in all, the first included, before giving up. */
   maxAttempts?: number;
   /** Per attempt, from sending to the response status. */
@@ -124,7 +124,6 @@ export class WebhookDispatcher {
     private readonly events: WebhookEvents,
     private readonly logger: Logger,
   ) {
-    if (!options.secret) throw new RangeError('webhook secret must not be empty');
     const resolved = { ...WEBHOOK_DEFAULTS, ...options };
     for (const key of ['maxAttempts', 'timeoutMs', 'baseDelayMs', 'maxDelayMs', 'pollMs', 'concurrency'] as const) {
       positiveInteger(key, resolved[key]);
@@ -261,7 +260,7 @@ export class WebhookDispatcher {
         method: 'POST',
         headers: {
           'content-type': 'application/json',
-          ...webhookSignatureHeaders(this.options.secret, delivery.requestId, delivery.body),
+          ...webhookSignatureHeaders(this.options.signer, delivery.requestId, delivery.keyId, delivery.body),
         },
         body: delivery.body,
         // A redirect would re-send (or, for 301-303, drop) a signed body somewhere the submitter did

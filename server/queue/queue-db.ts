@@ -122,7 +122,8 @@ function prepareAll(db: Database) {
     insertFile: s(`INSERT INTO files (job_id, name, content_type, bytes) VALUES (?, ?, ?, ?)`),
     file: s(`SELECT content_type, bytes FROM files WHERE job_id = ? AND name = ?`),
     insertWebhook: s(`INSERT INTO webhooks (request_id, url, body, next_attempt_at, state) VALUES (?, ?, ?, ?, 'pending')`),
-    dueWebhooks: s(`SELECT * FROM webhooks WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?`),
+    dueWebhooks: s(`SELECT w.*, j.key_id FROM webhooks w LEFT JOIN jobs j ON j.id = w.request_id
+      WHERE w.state = 'pending' AND w.next_attempt_at <= ? ORDER BY w.next_attempt_at, w.id LIMIT ?`),
     webhookDone: s(`UPDATE webhooks SET attempts = attempts + 1, state = ?, last_error = ? WHERE id = ? AND state = 'pending'`),
     webhookRetry: s(`UPDATE webhooks SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ? AND state = 'pending'`),
     expireFiles: s(`DELETE FROM files WHERE job_id IN (SELECT id FROM jobs WHERE finished_at < ?)`),
@@ -316,6 +317,7 @@ export class QueueDb {
     return this.s.dueWebhooks.all(now, Math.floor(limit)).map((row) => ({
       id: row.id as number,
       requestId: row.request_id as string,
+      keyId: (row.key_id as string | null) ?? '',
       url: row.url as string,
       body: row.body as string,
       attempts: row.attempts as number,

@@ -12,7 +12,7 @@
 //   P:finished          zset   id -> finishedAt, for expire(now)
 //   P:hook:seq          string the last webhook delivery id
 //   P:hook:due          zset   delivery id -> when it may next be handed out (due time or lease end)
-//   P:hook:<n>          hash   requestId, url, body, attempts, nextAttemptAt, state, lastError
+//   P:hook:<n>          hash   requestId, keyId, url, body, attempts, nextAttemptAt, state, lastError
 //   B...                       BullMQ's own keys; the scripts read its active and wait lists, its
 //                              prioritized set and job hashes (attempts 'ats', 'processedOn'), and a
 //                              queued job's cancel takes it out of the wait list or prioritized set.
@@ -91,14 +91,14 @@ local function finish(id, status, now, ttl, fields, files, hookBody)
   end
   if #names > 0 then redis.call('HSET', rec, 'files', cjson.encode(names)) end
   local url = redis.call('HGET', rec, 'webhookUrl')
+  local keyId = redis.call('HGET', rec, 'keyId')
   if hookBody and url then
     local n = redis.call('INCR', HOOK_SEQ)
-    redis.call('HSET', hookKey(n), 'requestId', id, 'url', url, 'body', hookBody, 'attempts', 0, 'nextAttemptAt', now, 'state', 'pending')
+    redis.call('HSET', hookKey(n), 'requestId', id, 'keyId', keyId or '', 'url', url, 'body', hookBody, 'attempts', 0, 'nextAttemptAt', now, 'state', 'pending')
     redis.call('PEXPIREAT', hookKey(n), expireAt)
     redis.call('ZADD', HOOK_DUE, now, n)
     redis.call('HSET', rec, 'hooks', n)
   end
-  local keyId = redis.call('HGET', rec, 'keyId')
   redis.call('SREM', LIVE, id)
   redis.call('SREM', liveOf(keyId), id)
   redis.call('ZADD', FINISHED, now, id)
@@ -248,18 +248,18 @@ local running = runningCounts(nil)
 return {redis.call('SCARD', LIVE) - running, running}
 `),
 
-  /** ARGV 3.. now, limit, leaseUntil -> {{n, requestId, url, body, attempts, nextAttemptAt}...}.
+  /** ARGV 3.. now, limit, leaseUntil -> {{n, requestId, url, body, attempts, nextAttemptAt, keyId}...}.
    * Handing a row out moves its score to the lease's end, so no other node gets it meanwhile; if
    * its outcome is never recorded (the node died mid-post) it is due again when the lease ends. */
   dueHooks: new Script(`
 local out = {}
 for _, n in ipairs(redis.call('ZRANGEBYSCORE', HOOK_DUE, '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))) do
-  local h = redis.call('HMGET', hookKey(n), 'requestId', 'url', 'body', 'attempts', 'nextAttemptAt', 'state')
+  local h = redis.call('HMGET', hookKey(n), 'requestId', 'url', 'body', 'attempts', 'nextAttemptAt', 'state', 'keyId')
   if h[6] ~= 'pending' then
     redis.call('ZREM', HOOK_DUE, n)
   else
     redis.call('ZADD', HOOK_DUE, ARGV[5], n)
-    out[#out + 1] = {n, h[1], h[2], h[3], h[4], h[5]}
+    out[#out + 1] = {n, h[1], h[2], h[3], h[4], h[5], h[7] or ''}
   end
 end
 return out

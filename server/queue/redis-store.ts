@@ -299,9 +299,10 @@ export class RedisQueueStore implements QueueStore {
     if (!(limit > 0)) return [];
     const leaseEnd = Math.max(now, Date.now()) + this.webhookLeaseMs;
     const rows = (await this.run(SCRIPTS.dueHooks, [now, Math.floor(limit), leaseEnd])) as string[][];
-    return rows.map(([id, requestId, url, body, attempts, nextAttemptAt]) => ({
+    return rows.map(([id, requestId, url, body, attempts, nextAttemptAt, keyId]) => ({
       id: Number(id),
       requestId,
+      keyId: keyId ?? '',
       url,
       body,
       attempts: Number(attempts),

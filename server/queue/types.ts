@@ -59,6 +59,8 @@ export interface StoreLimits {
 export interface WebhookDelivery {
   id: number;
   requestId: string;
+  /** The key that submitted the job: fal's webhook "user id" ('' for a job no longer stored). */
+  keyId: string;
   url: string;
   body: string;
   /** Attempts made so far. */

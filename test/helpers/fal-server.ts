@@ -1,6 +1,7 @@
 // The real server with API keys, and the official fal client pointed at it by falSelfHost() only:
 // what an app written against fal changes to run on this server.
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createHash, createPublicKey, verify } from 'node:crypto';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
@@ -72,4 +73,25 @@ export async function waitFor<T>(check: () => T | undefined | Promise<T | undefi
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/**
+ * A webhook check as fal's documentation tells receivers to write it, kept apart from the server's
+ * own shared/webhook-signature.ts: hex Ed25519 over "request id, user id, timestamp, hex SHA-256 of
+ * the raw body" joined by newlines, by any key of the JWKS, within 5 minutes. An app's existing
+ * fal receiver verifies this server's deliveries if this does.
+ */
+export function falReceiverVerifies(jwks: { keys: readonly { x?: unknown }[] }, headers: IncomingHttpHeaders | Record<string, string | undefined>, rawBody: string): boolean {
+  const get = (name: string) => String(headers[name] ?? '');
+  const [requestId, userId, timestamp, signature] = ['request-id', 'user-id', 'timestamp', 'signature'].map((n) => get(`x-fal-webhook-${n}`));
+  if (!requestId || !timestamp || !signature || Math.abs(Date.now() / 1000 - Number(timestamp)) > 300) return false;
+  const message = Buffer.from([requestId, userId, timestamp, createHash('sha256').update(rawBody).digest('hex')].join('\n'));
+  return jwks.keys.some((key) => typeof key.x === 'string' && verify(null, message, createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: key.x }, format: 'jwk' }), Buffer.from(signature, 'hex')));
+}
+
+/** The server's webhook keys, from where a receiver fetches them. */
+export async function fetchWebhookKeys(serverUrl: string): Promise<{ keys: { x: string; kid: string }[] }> {
+  const response = await fetch(`${serverUrl}/.well-known/jwks.json`);
+  if (!response.ok) throw new Error(`GET /.well-known/jwks.json: ${response.status}`);
+  return (await response.json()) as { keys: { x: string; kid: string }[] };
 }

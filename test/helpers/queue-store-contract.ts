@@ -57,9 +57,9 @@ export async function endedWithWebhooks(store: QueueStore, refusal?: Parameters<
 
   assert.deepEqual(await store.dueWebhooks(before - 1, 10), [], 'due from the moment of the outcome');
   const due = await store.dueWebhooks(Date.now(), 10);
-  assert.deepEqual(due.map((d) => [d.requestId, d.url, d.body, d.attempts]), [
-    [withHook, hook, '{"request_id":"1"}', 0],
-    [failing, hook, '{"request_id":"4"}', 0],
+  assert.deepEqual(due.map((d) => [d.requestId, d.keyId, d.url, d.body, d.attempts]), [
+    [withHook, 'key-a', hook, '{"request_id":"1"}', 0],
+    [failing, 'key-a', hook, '{"request_id":"4"}', 0],
   ]);
   return { hook, due };
 }
