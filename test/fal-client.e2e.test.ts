@@ -376,6 +376,38 @@ describe('fal HTTP through the official client', () => {
     await assert.rejects(fal.queue.result(T2I, { requestId: submitted.request_id }), (err: ApiError<unknown>) => err.status === 400);
   });
 
+  test("startTimeout (x-fal-request-timeout): a request not started in time fails with 504; one started in time runs", async () => {
+    // Three jobs of eight 768x768 images fill the queue's three slots for seconds (eight 512x512
+    // ones took 2 s here).
+    const heavy = { ...input, num_images: 8, num_inference_steps: 8, image_size: { width: 768, height: 768 } };
+    const ahead = await Promise.all([0, 1, 2].map(() => fal.queue.submit(T2I, { input: heavy })));
+    const statusOf = async (id: string) => (await fal.queue.status(T2I, { requestId: id })) as Result;
+    await waitFor(async () => ((await Promise.all(ahead.map((job) => statusOf(job.request_id)))).every((s) => s.status === 'IN_PROGRESS') ? true : undefined), 30_000, 'the slots to fill');
+    const late = await fal.queue.submit(T2I, { input, startTimeout: 1.2 }); // fal's client wants more than 1
+    const patient = await fal.queue.submit(T2I, { input, startTimeout: 600 });
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    assert.equal((await statusOf(late.request_id)).status, 'IN_QUEUE', 'still waiting behind the full slots');
+    for (const job of ahead) await fal.queue.cancel(T2I, { requestId: job.request_id });
+    const ended = await waitFor(async () => {
+      const s = await statusOf(late.request_id);
+      return s.status === 'COMPLETED' ? s : undefined;
+    }, 30_000, 'the late request to end');
+    assert.equal(ended.error_type, 'request_timeout');
+    // fal's client knows a user timeout by its header, and does not retry it.
+    await assert.rejects(fal.queue.result(T2I, { requestId: late.request_id }), (err: ApiError<unknown>) => err.status === 504 && err.isUserTimeout);
+    const done = await waitFor(async () => {
+      const s = await statusOf(patient.request_id);
+      return s.status === 'COMPLETED' ? s : undefined;
+    }, 30_000, 'the patient request to end');
+    assert.equal(done.error, undefined);
+    assert.equal(((await fal.queue.result(T2I, { requestId: patient.request_id })).data as Result).images.length, 1);
+    for (const bad of ['0', 'soon', '-5']) {
+      const refused = await fetch(`${server.httpUrl}/queue/${T2I}`, { method: 'POST', headers: { authorization: `Key ${FAL_KEY}`, 'content-type': 'application/json', 'x-fal-request-timeout': bad }, body: JSON.stringify(input) });
+      assert.equal(refused.status, 422, bad);
+      assert.deepEqual(((await refused.json()) as Result).detail[0].loc, ['header', 'x-fal-request-timeout']);
+    }
+  });
+
   test('a webhook is signed, and retried after the receiver first answers 500', async () => {
     const receiver = await startHookReceiver(1);
     try {

@@ -16,6 +16,10 @@ export const RETRYABLE_CODES: ReadonlySet<string> = new Set([
   ErrorCode.NotReady, ErrorCode.ShuttingDown, ErrorCode.EngineRestarted, ErrorCode.Overloaded, ErrorCode.RateLimited,
 ]);
 
+/** A queued request that did not start within its x-fal-request-timeout: 504, and its result says the
+ * timeout was the client's (`x-fal-request-timeout-type: user`), which fal's client does not retry. */
+export const START_TIMEOUT = { status: 504, code: 'request_timeout', timeoutType: 'user' } as const;
+
 export function httpStatusFor(code: string): number {
   if (FIELD_CODES.has(code) || code.startsWith('image_')) return 422;
   if (code === ErrorCode.RateLimited || code === ErrorCode.Overloaded) return 429;

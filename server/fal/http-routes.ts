@@ -20,7 +20,7 @@ export interface FalRouteOptions {
 
 function corsFor(auth: Authenticator, origin: string, host: string): Record<string, string> {
   if (!origin || !auth.originAllowed(origin, host)) return {};
-  return { 'access-control-allow-origin': origin, vary: 'Origin', 'access-control-expose-headers': 'x-fal-request-id' };
+  return { 'access-control-allow-origin': origin, vary: 'Origin', 'access-control-expose-headers': 'x-fal-request-id, x-fal-request-timeout-type' };
 }
 
 export function registerFalHttp(app: TemplatedApp, api: FalHttpApi, auth: Authenticator, options: FalRouteOptions): void {

@@ -10,7 +10,7 @@ import type { RealtimeHub } from '../realtime/hub.js';
 import type { Principal } from '../security/authenticator.js';
 import type { JobRecord, QueueStore } from '../queue/types.js';
 import type { AppTable } from './apps.js';
-import { readJsonInput, sendError, sendFieldErrors } from './errors.js';
+import { readJsonInput, sendError, sendFieldErrors, START_TIMEOUT } from './errors.js';
 import { falErrorFromNative, mapFalInput } from './fal-input.js';
 import type { FalRequest, Responder } from './http-exchange.js';
 import type { QueueRunner } from './queue-runner.js';
@@ -117,7 +117,15 @@ export class QueueRoutes {
       return;
     }
     const priority = req.header('x-fal-queue-priority') === 'low' ? 'low' : 'normal';
-    const submitted = await store.submit({ appId, keyId: principal.keyId, input: queuedJobInput(input, subpath, req.publicBase), webhookUrl, priority });
+    // fal's startTimeout: seconds the request may wait before it starts, retries included.
+    const startTimeout = req.header('x-fal-request-timeout');
+    const startWithinS = startTimeout === '' ? undefined : Number(startTimeout);
+    if (startWithinS !== undefined && !(Number.isFinite(startWithinS) && startWithinS >= 1)) {
+      sendFieldErrors(r, [{ code: ErrorCode.InvalidField, message: 'x-fal-request-timeout must be a number of seconds, at least 1', loc: ['header', 'x-fal-request-timeout'], type: 'value_error' }]);
+      return;
+    }
+    const startBy = startWithinS === undefined ? undefined : Date.now() + startWithinS * 1000;
+    const submitted = await store.submit({ appId, keyId: principal.keyId, input: queuedJobInput(input, subpath, req.publicBase, startBy), webhookUrl, priority });
     if (!submitted.ok) {
       const message = submitted.reason === 'key_full' ? 'too many queued requests for this key' : 'the queue is full';
       sendError(r, 429, 'queue_full', message, 5000);
@@ -136,10 +144,11 @@ export class QueueRoutes {
   }
 
   private result(job: JobRecord, r: Responder): void {
-    const headers = { 'x-fal-request-id': job.id };
+    const headers: Record<string, string> = { 'x-fal-request-id': job.id };
     if (job.status === 'completed') r.json(200, job.result, headers);
     else if (job.status === 'failed' && job.error) {
       const { status, code, message } = job.error;
+      if (code === START_TIMEOUT.code) headers['x-fal-request-timeout-type'] = START_TIMEOUT.timeoutType;
       if (status === 422) sendFieldErrors(r, [{ code, message, loc: ['body'], type: 'value_error' }], headers);
       else sendError(r, status, code, message, undefined, headers);
     } else if (job.status === 'cancelled') sendError(r, 400, 'cancelled', 'the request was cancelled', undefined, headers);

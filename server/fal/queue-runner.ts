@@ -8,7 +8,7 @@ import type { Logger } from '../logger.js';
 import type { RealtimeHub } from '../realtime/hub.js';
 import type { JobFile, JobRecord, QueueStore } from '../queue/types.js';
 import type { AppTable } from './apps.js';
-import { FIELD_CODES, RETRYABLE_CODES, httpStatusFor } from './errors.js';
+import { FIELD_CODES, RETRYABLE_CODES, START_TIMEOUT, httpStatusFor } from './errors.js';
 import { falErrorFromNative, mapFalInput } from './fal-input.js';
 import { contentTypeOf, dataUri, falImagesResult } from './fal-output.js';
 import { resolveImageUrl, type ImageFetchPolicy } from './image-source.js';
@@ -138,7 +138,11 @@ export class QueueRunner {
   }
 
   private async execute(job: JobRecord): Promise<void> {
-    const { input, publicBase } = readQueuedJobInput(job.input);
+    const { input, publicBase, startBy } = readQueuedJobInput(job.input);
+    if (startBy !== undefined && Date.now() > startBy) {
+      await this.fail(job, { status: START_TIMEOUT.status, code: START_TIMEOUT.code, message: 'the request did not start within its x-fal-request-timeout' });
+      return;
+    }
     const app = this.apps.list().find((a) => a.id === job.appId);
     const host = app && this.hub.hostFor(app.modelDir);
     const model = host?.model();
