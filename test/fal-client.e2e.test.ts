@@ -37,6 +37,14 @@ type Result = Record<string, any>;
 
 const blobOf = (bytes: Buffer, type: string) => new Blob([new Uint8Array(bytes)], { type });
 
+/** A queued request's status once it is COMPLETED (finished, failed or cancelled). */
+function completed(app: string, requestId: string, timeoutMs = 30_000): Promise<Result> {
+  return waitFor(async () => {
+    const status = await fal.queue.status(app, { requestId });
+    return status.status === 'COMPLETED' ? (status as Result) : undefined;
+  }, timeoutMs, `request ${requestId} to complete`);
+}
+
 function meanAbsDiff(a: Buffer, b: Buffer): number {
   assert.equal(a.length, b.length);
   let total = 0;
@@ -346,18 +354,12 @@ describe('fal HTTP through the official client', () => {
     await assert.rejects(other.fal.queue.cancel(T2I, { requestId: submitted.request_id }), (err: ApiError<unknown>) => err.status === 404);
     assert.equal((await fal.queue.status(T2I, { requestId: submitted.request_id })).status, 'IN_QUEUE');
     await fal.queue.cancel(T2I, { requestId: submitted.request_id });
-    const status = await waitFor(async () => {
-      const s = await fal.queue.status(T2I, { requestId: submitted.request_id });
-      return s.status === 'COMPLETED' ? (s as Result) : undefined;
-    }, 30_000, 'the cancelled request to end');
+    const status = await completed(T2I, submitted.request_id);
     assert.equal(status.error, 'cancelled');
     await assert.rejects(fal.queue.result(T2I, { requestId: submitted.request_id }), (err: ApiError<unknown>) => err.status === 400);
     // The jobs ahead are untouched by it.
     for (const job of ahead) {
-      const done = await waitFor(async () => {
-        const s = await fal.queue.status(T2I, { requestId: job.request_id });
-        return s.status === 'COMPLETED' ? (s as Result) : undefined;
-      }, 60_000, 'the jobs ahead to finish');
+      const done = await completed(T2I, job.request_id, 60_000);
       assert.equal(done.error, undefined);
       assert.equal(((await fal.queue.result(T2I, { requestId: job.request_id })).data as Result).images.length, 1);
     }
@@ -368,10 +370,7 @@ describe('fal HTTP through the official client', () => {
     const submitted = await fal.queue.submit(T2I, { input: { ...input, num_images: 8, num_inference_steps: 8, image_size: 'square_hd' } });
     await waitFor(async () => ((await fal.queue.status(T2I, { requestId: submitted.request_id })).status === 'IN_PROGRESS' ? true : undefined), 30_000, 'the job to run');
     await fal.queue.cancel(T2I, { requestId: submitted.request_id });
-    const status = await waitFor(async () => {
-      const s = await fal.queue.status(T2I, { requestId: submitted.request_id });
-      return s.status === 'COMPLETED' ? (s as Result) : undefined;
-    }, 30_000, 'the cancelled request to end');
+    const status = await completed(T2I, submitted.request_id);
     assert.equal(status.error, 'cancelled');
     await assert.rejects(fal.queue.result(T2I, { requestId: submitted.request_id }), (err: ApiError<unknown>) => err.status === 400);
   });
@@ -388,17 +387,11 @@ describe('fal HTTP through the official client', () => {
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     assert.equal((await statusOf(late.request_id)).status, 'IN_QUEUE', 'still waiting behind the full slots');
     for (const job of ahead) await fal.queue.cancel(T2I, { requestId: job.request_id });
-    const ended = await waitFor(async () => {
-      const s = await statusOf(late.request_id);
-      return s.status === 'COMPLETED' ? s : undefined;
-    }, 30_000, 'the late request to end');
+    const ended = await completed(T2I, late.request_id);
     assert.equal(ended.error_type, 'request_timeout');
     // fal's client knows a user timeout by its header, and does not retry it.
     await assert.rejects(fal.queue.result(T2I, { requestId: late.request_id }), (err: ApiError<unknown>) => err.status === 504 && err.isUserTimeout);
-    const done = await waitFor(async () => {
-      const s = await statusOf(patient.request_id);
-      return s.status === 'COMPLETED' ? s : undefined;
-    }, 30_000, 'the patient request to end');
+    const done = await completed(T2I, patient.request_id);
     assert.equal(done.error, undefined);
     assert.equal(((await fal.queue.result(T2I, { requestId: patient.request_id })).data as Result).images.length, 1);
     for (const bad of ['0', 'soon', '-5']) {
