@@ -431,6 +431,35 @@ describe('fal HTTP through the official client', () => {
   });
 });
 
+describe("fal's routes in /metrics", () => {
+  /** The value of one series, 0 when it has not appeared yet. */
+  async function series(name: string, labels: string): Promise<number> {
+    const text = await (await fetch(`${server.httpUrl}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}} `));
+    return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+  }
+
+  test('each exchange counted once by API and status, and timed', async () => {
+    const counted = [
+      ['api="run",status="200"'], ['api="run",status="401"'], ['api="stream",status="200"'],
+      ['api="queue",status="200"'], ['api="rest",status="200"'], ['api="files",status="404"'],
+    ].map(([labels]) => labels!);
+    const before = await Promise.all(counted.map((labels) => series('fal_http_requests_total', labels)));
+    const timedBefore = await series('fal_http_request_duration_seconds_count', 'api="run"');
+
+    await viaProxy.run(T2I, { input: { prompt: 'a cat', num_inference_steps: 1, sync_mode: true } }); // through the proxy: still "run"
+    assert.equal((await fetch(`${server.httpUrl}/${T2I}`, { method: 'POST', body: '{}' })).status, 401);
+    await (await fal.stream(T2I, { input: { prompt: 'a cat', num_inference_steps: 2 } })).done();
+    await fal.queue.submit(T2I, { input: { prompt: 'a cat', num_inference_steps: 1 } });
+    await fetch(`${server.httpUrl}/.well-known/jwks.json`);
+    await fetch(`${server.httpUrl}/files/00000000-0000-0000-0000-000000000000/0.jpg`);
+
+    const after = await Promise.all(counted.map((labels) => series('fal_http_requests_total', labels)));
+    assert.deepEqual(after.map((n, i) => n - before[i]!), [1, 1, 1, 1, 1, 1], counted.join(' '));
+    assert.equal((await series('fal_http_request_duration_seconds_count', 'api="run"')) - timedBefore, 2);
+  });
+});
+
 describe('bad input through fal\'s routes', () => {
   test('wrong types and out-of-range steps: 422 ValidationError naming the field', async () => {
     for (const bad of [{ prompt: 'x', num_inference_steps: 'two' }, { prompt: 'x', num_inference_steps: 99 }, { prompt: 42 }, { prompt: 'x', image_size: 'huge' }]) {

@@ -107,6 +107,7 @@ export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, conf
     maxBodyBytes: Math.ceil((config.limits.maxImageBytes * 4) / 3) + 64 * 1024,
     publicUrl: fal.publicUrl,
     tls: config.tls !== undefined,
+    observe: (api, status, seconds) => metrics.httpExchange(api, status, seconds),
   });
   logger.info({ apps: apps.list().map((a) => a.id), queue: store ? store.location : `unavailable: ${storeError}` }, 'fal API ready to serve');
 

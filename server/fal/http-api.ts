@@ -55,7 +55,10 @@ export class FalHttpApi {
         await this.serve(target.host, { ...req, path: target.path, query }, r, onAbort);
         return;
       }
-      if (req.path.startsWith('/files/')) await this.deps.files.serve(req, r);
+      if (req.path.startsWith('/files/')) {
+        r.api = 'files';
+        await this.deps.files.serve(req, r);
+      }
       else if (req.path === WEBHOOK_JWKS_PATH) await this.serve('rest', req, r, onAbort);
       else if (req.path.startsWith('/queue/')) await this.serve('queue', { ...req, path: req.path.slice('/queue'.length) }, r, onAbort);
       else if (req.path === '/tokens/' || req.path === '/tokens' || req.path.startsWith('/storage/')) await this.serve('rest', req, r, onAbort);
@@ -80,6 +83,7 @@ export class FalHttpApi {
   }
 
   private async serve(host: FalHost, req: FalRequest, r: Responder, onAbort: (cancel: () => void) => void): Promise<void> {
+    r.api = host === 'run' ? (req.path.endsWith('/stream') ? 'stream' : 'run') : host === 'rest' && req.path.startsWith('/files/') ? 'files' : host;
     if (host === 'rest' && req.path.startsWith('/files/')) return this.deps.files.serve(req, r);
     // Public keys, public: a webhook receiver fetches them without a key, as from fal's.
     if (host === 'rest' && req.path === WEBHOOK_JWKS_PATH && req.method === 'get') return r.json(200, this.deps.webhookKeys, { 'cache-control': 'public, max-age=3600' });

@@ -21,6 +21,12 @@ export interface FalRequest {
 export const FAL_CORS_ALLOW_HEADERS =
   'authorization, content-type, accept, x-fal-target-url, x-fal-queue-priority, x-fal-runner-hint, x-fal-request-timeout, x-fal-object-lifecycle-preference, x-fal-object-lifecycle';
 
+/** Which of fal's APIs an exchange was for, as /metrics labels it. */
+export type FalApiName = 'run' | 'stream' | 'queue' | 'rest' | 'files' | 'other';
+
+/** Told once per exchange, when its response has ended or the client went away first (499). */
+export type ExchangeEnded = (api: FalApiName, status: number) => void;
+
 export function statusLine(status: number): string {
   return `${status} ${STATUS_CODES[status] ?? ''}`.trim();
 }
@@ -29,16 +35,28 @@ export class Responder {
   private done = false;
   private aborted = false;
   private streaming = false;
+  private reported = false;
+  /** Set by the dispatcher once it knows which API serves the exchange. */
+  api: FalApiName = 'other';
 
   constructor(
     private readonly res: HttpResponse,
     /** CORS headers for the requesting origin, on every response. */
     private readonly cors: Record<string, string>,
+    private readonly ended: ExchangeEnded = () => {},
   ) {}
 
   /** uWS allows one onAborted per response: the route registers it and reports here. */
   abort(): void {
     this.aborted = true;
+    // A stream the client closed was answered 200; anything else never got its answer.
+    this.report(this.streaming ? 200 : 499);
+  }
+
+  private report(status: number): void {
+    if (this.reported) return;
+    this.reported = true;
+    this.ended(this.api, status);
   }
 
   get gone(): boolean {
@@ -73,6 +91,7 @@ export class Responder {
         if (this.gone) return;
         this.done = true;
         this.res.cork(() => this.res.end());
+        this.report(200);
       },
     };
   }
@@ -86,6 +105,7 @@ export class Responder {
       this.writeHeaders(headers);
       this.res.end(body);
     });
+    this.report(status);
   }
 
   private writeHeaders(headers: Record<string, string>): void {

@@ -6,7 +6,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from '../transport/uws.j
 import type { Authenticator } from '../security/authenticator.js';
 import { readBody } from '../http/body.js';
 import { sendError } from './errors.js';
-import { FAL_CORS_ALLOW_HEADERS, Responder, type FalRequest } from './http-exchange.js';
+import { FAL_CORS_ALLOW_HEADERS, Responder, type FalApiName, type FalRequest } from './http-exchange.js';
 import { PROXY_PATH, type FalHttpApi } from './http-api.js';
 import { WEBHOOK_JWKS_PATH } from '../../shared/webhook-signature.js';
 
@@ -16,6 +16,8 @@ export interface FalRouteOptions {
   /** Overrides the scheme and host of returned URLs (`--public-url`); else taken from the request. */
   publicUrl?: string;
   tls: boolean;
+  /** Each exchange once it has ended: which API, the status (499: the client left first), seconds. */
+  observe?(api: FalApiName, status: number, seconds: number): void;
 }
 
 function corsFor(auth: Authenticator, origin: string, host: string): Record<string, string> {
@@ -28,7 +30,8 @@ export function registerFalHttp(app: TemplatedApp, api: FalHttpApi, auth: Authen
     const headers = new Map<string, string>();
     req.forEach((name, value) => headers.set(name, value));
     const header = (name: string) => headers.get(name) ?? '';
-    const r = new Responder(res, corsFor(auth, header('origin'), header('host')));
+    const started = performance.now();
+    const r = new Responder(res, corsFor(auth, header('origin'), header('host')), (api, status) => options.observe?.(api, status, (performance.now() - started) / 1000));
     let cancel: (() => void) | undefined;
     const aborted = { value: false };
     res.onAborted(() => {
