@@ -77,7 +77,11 @@ export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, conf
   const metrics = new FalMetrics(hub.metrics, () => store ? store.counts() : Promise.resolve({ queued: 0, running: 0 }));
 
   if (store) {
-    if (!fal.webhookSecret) logger.warn('no WEBHOOK_SECRET or TOKEN_SECRET: webhooks are signed with a key of this process alone, which changes on every restart and differs between nodes');
+    if (!fal.webhookSecret) {
+      // A keyless server is a loopback one, for trying things out: there it is worth knowing, not a warning.
+      const level = hub.authenticator.required ? 'warn' : 'info';
+      logger[level]('no WEBHOOK_SECRET or TOKEN_SECRET: webhooks are signed with a key of this process alone, which changes on every restart and differs between nodes');
+    }
     webhooks = new WebhookDispatcher(store, { signer: webhookSigning }, {
       delivered: () => metrics.webhooks.inc({ outcome: 'delivered' }),
       retried: () => metrics.webhooks.inc({ outcome: 'retried' }),
