@@ -42,13 +42,14 @@ const { values: args } = parseArgs({
   },
 });
 
+// Stream batching is named in every arm: its default (auto) would decide by the machine.
 export const ARMS = {
-  today: ['--final-decoder', 'vae', '--last-preview'],
-  'fast decode': ['--final-decoder', 'preview', '--last-preview'],
-  'one decode': ['--final-decoder', 'vae'],
-  'fast + one decode': ['--final-decoder', 'preview'],
-  'stream batch': ['--final-decoder', 'vae', '--last-preview', '--stream-batch'],
-  'all together': ['--final-decoder', 'preview', '--stream-batch'],
+  today: ['--final-decoder', 'vae', '--last-preview', '--stream-batch', 'off'],
+  'fast decode': ['--final-decoder', 'preview', '--last-preview', '--stream-batch', 'off'],
+  'one decode': ['--final-decoder', 'vae', '--stream-batch', 'off'],
+  'fast + one decode': ['--final-decoder', 'preview', '--stream-batch', 'off'],
+  'stream batch': ['--final-decoder', 'vae', '--last-preview', '--stream-batch', 'on'],
+  'all together': ['--final-decoder', 'preview', '--stream-batch', 'on'],
 } as const;
 type Arm = keyof typeof ARMS;
 

@@ -4,19 +4,22 @@
 // published anchors, each with its device and provider. Every table says what the model is: the
 // random-weight stand-in, and at which scale, so a scaled smoke run is never read as SD-Turbo's.
 import type { Device } from '../server/config.js';
+import { STREAM_BATCH_MAX_PAIR_COST, streamBatchFor } from '../server/realtime/model-host.js';
 import type { PipelineTimings } from './gpu-pipeline.js';
 import type { SessionRun } from './gpu-sessions.js';
 
 /** The few-step fast path in server flags: `off` is the path before it (VAE final frame, a preview
  * of the last step too, no stream batching); `on` is all of it (docs/performance.md). */
 export const FAST_PATH_ARGS = {
-  off: ['--final-decoder', 'vae', '--last-preview'],
-  on: ['--final-decoder', 'preview', '--stream-batch'],
+  off: ['--final-decoder', 'vae', '--last-preview', '--stream-batch', 'off'],
+  on: ['--final-decoder', 'preview', '--stream-batch', 'on'],
 } as const;
 export type FastPath = keyof typeof FAST_PATH_ARGS;
 
 export interface ServerArm {
   warmupMs: number;
+  /** The server's warm-up measure of pairing: a step of two over a step of one (what --stream-batch auto decides by). */
+  pairCost?: number;
   steps: number;
   maxBatch: number;
   /** Requests each session kept in flight: 1 closed loop, 2 running + pending. */
@@ -95,7 +98,8 @@ export function gpuMarkdown(r: GpuBenchResult): string {
 
   for (const s of r.server) {
     out.push(`## Through the server, fast path ${s.fastPath} (text-to-image, ${s.steps} step${s.steps > 1 ? 's' : ''}, previews on, --max-batch ${s.maxBatch})`, '');
-    out.push(`Server flags: \`${FAST_PATH_ARGS[s.fastPath].join(' ')}\`. Each session keeps ${s.window === 1 ? 'one request in flight, the next sent when its frame arrives' : 'two requests in flight (running + pending, as a streaming client does)'}. Latencies in ms; first image is the first preview, or the frame when there is none.`, '');
+    const pairing = s.pairCost === undefined ? '' : ` Warm-up timed a step of two requests at ${s.pairCost}x a step of one, so \`--stream-batch auto\` (on at ${STREAM_BATCH_MAX_PAIR_COST}x or less) would turn stream batching ${streamBatchFor('auto', s.pairCost) ? 'on' : 'off'} here.`;
+    out.push(`Server flags: \`${FAST_PATH_ARGS[s.fastPath].join(' ')}\`.${pairing} Each session keeps ${s.window === 1 ? 'one request in flight, the next sent when its frame arrives' : 'two requests in flight (running + pending, as a streaming client does)'}. Latencies in ms; first image is the first preview, or the frame when there is none.`, '');
     out.push('| sessions | frames/s | first image p50 | first image p90 | frame p50 | frame p90 | mean UNet batch | errors |');
     out.push('|---:|---:|---:|---:|---:|---:|---:|---|');
     for (const run of s.runs) {

@@ -53,6 +53,8 @@ export interface ServerBenchOptions {
 interface Server {
   port: number;
   warmupMs: number;
+  /** Warm-up's step of two requests over a step of one (what --stream-batch auto decides by). */
+  pairCost?: number;
   proc: ChildProcess;
   stop(): Promise<void>;
 }
@@ -71,7 +73,7 @@ async function startServer(options: ServerBenchOptions, maxSessions: number): Pr
   let stderr = '';
   proc.stderr!.on('data', (chunk) => (stderr = (stderr + chunk).slice(-4000)));
   const lines = createInterface({ input: proc.stdout! });
-  const ready = await new Promise<{ port: number; warmupMs: number }>((resolve, reject) => {
+  const ready = await new Promise<{ port: number; warmupMs: number; pairCost?: number }>((resolve, reject) => {
     let port = 0;
     const timer = setTimeout(() => reject(new Error(`server not ready in ${options.readyTimeoutMs} ms\n${stderr}`)), options.readyTimeoutMs);
     lines.on('line', (line) => {
@@ -84,7 +86,7 @@ async function startServer(options: ServerBenchOptions, maxSessions: number): Pr
       if (entry.msg === 'listening') port = entry.port as number;
       if (entry.msg === 'model ready') {
         clearTimeout(timer);
-        resolve({ port, warmupMs: entry.warmupMs as number });
+        resolve({ port, warmupMs: entry.warmupMs as number, ...(typeof entry.pairCost === 'number' ? { pairCost: entry.pairCost } : {}) });
       }
       if (entry.msg === 'model failed to load') {
         clearTimeout(timer);
@@ -219,11 +221,11 @@ async function runSessions(port: number, count: number, options: ServerBenchOpti
   };
 }
 
-export async function benchServer(options: ServerBenchOptions): Promise<{ warmupMs: number; runs: SessionRun[] }> {
+export async function benchServer(options: ServerBenchOptions): Promise<{ warmupMs: number; pairCost?: number; runs: SessionRun[] }> {
   const log = options.log ?? (() => {});
   const server = await startServer(options, Math.max(...options.sessions) + 16);
   if (options.serverArgs?.length) log(`server flags: ${options.serverArgs.join(' ')}`);
-  log(`server ready on port ${server.port} (${options.device}), warm-up ${server.warmupMs} ms`);
+  log(`server ready on port ${server.port} (${options.device}), warm-up ${server.warmupMs} ms, a step of two costs ${server.pairCost ?? 'n/a'}x a step of one`);
   const runs: SessionRun[] = [];
   try {
     for (const count of options.sessions) {
@@ -237,7 +239,7 @@ export async function benchServer(options: ServerBenchOptions): Promise<{ warmup
   } finally {
     await server.stop();
   }
-  return { warmupMs: server.warmupMs, runs };
+  return { warmupMs: server.warmupMs, ...(server.pairCost !== undefined ? { pairCost: server.pairCost } : {}), runs };
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

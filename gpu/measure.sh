@@ -89,7 +89,7 @@ step "5. PyTorch ceiling (same UNet and decoders, fp16, CUDA)"
 
 step "6. onnxruntime-node on $DEVICE: model calls, then the server with 1, 8 and 32 sessions, fast path off and on"
 # shellcheck disable=SC2086
-"$NODE" "$ROOT/dist/bench/gpu.js" --model "$STANDIN" --device "$DEVICE" --batches 1,4,8 --sessions 1,8,32 --steps 1 \
+"$NODE" "$ROOT/dist/bench/gpu.js" --model "$STANDIN" --device "$DEVICE" --batches 1,2,4,8 --sessions 1,8,32 --steps 1 \
   --max-batch 8 --fast-path both --window 2 --torch-json "$OUT/torch.json" --gpu-name "$GPU_NAME" --out "$OUT" ${BENCH_ARGS:-}
 
 step "done: $OUT"

@@ -37,8 +37,9 @@ export interface ServerConfig {
    * per request, for clients that count on a preview per step. */
   lastPreview: boolean;
   /** Start a session's pending request beside its running one once that one is stepping, so one
-   * UNet call advances both (at most one extra per session; realtime/session.ts). */
-  streamBatch: boolean;
+   * UNet call advances both (at most one extra per session; realtime/session.ts): always, never, or
+   * `auto`, where the device pairs work cheaply enough (realtime/model-host.ts). */
+  streamBatch: StreamBatchMode;
   /** Open sessions at most; further upgrades get 503 with Retry-After. */
   maxSessions: number;
   /** /readyz reports the node full (503) while more sessions than this wait for the GPU. */
@@ -100,6 +101,7 @@ const FLAGS = {
   '--max-batch': 'maxBatch',
   '--heavy-share': 'heavyShare',
   '--final-decoder': 'finalDecoder',
+  '--stream-batch': 'streamBatch',
   '--max-sessions': 'maxSessions',
   '--rate-limit': 'rateLimit',
   '--skip-threshold': 'skipThreshold',
@@ -132,7 +134,10 @@ const FLAGS = {
 } as const;
 /** May be given more than once. */
 const REPEATED_FLAGS: ReadonlySet<string> = new Set(['--app']);
-const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty', '--spinning': 'spinning', '--insecure': 'insecure', '--last-preview': 'lastPreview', '--stream-batch': 'streamBatch' } as const;
+const BOOLEAN_FLAGS = { '--log-pretty': 'logPretty', '--spinning': 'spinning', '--insecure': 'insecure', '--last-preview': 'lastPreview' } as const;
+
+export const STREAM_BATCH_MODES = ['auto', 'on', 'off'] as const;
+export type StreamBatchMode = (typeof STREAM_BATCH_MODES)[number];
 
 type FlagName = (typeof FLAGS)[keyof typeof FLAGS] | (typeof BOOLEAN_FLAGS)[keyof typeof BOOLEAN_FLAGS];
 
@@ -155,9 +160,11 @@ export const USAGE = `Usage: npm start -- [options]
                        env FINAL_DECODER)
   --last-preview       also preview each request's last step (off: the frame is that step's image, and a
                        1-step request costs one decode instead of two)
-  --stream-batch       start a session's next request beside its running one once that one is stepping,
-                       one UNet call advancing both; at most one extra per session (off by default: on a
-                       CPU it costs latency, docs/performance.md; env STREAM_BATCH)
+  --stream-batch M     start a session's next request beside its running one once that one is stepping,
+                       one UNet call advancing both, at most one extra per session: on, off, or auto
+                       (default): on where warm-up finds a step of two requests costs at most 1.25x a
+                       step of one (a GPU's batching), off where it costs more, as on a CPU, where it
+                       costs latency (docs/performance.md); env STREAM_BATCH
   --max-sessions N     open sessions at most; more get HTTP 503 (default 256)
   --full-queue N       /readyz says 503 "full" (take no more sessions) while more than N sessions wait
                        for the GPU, or the node is at --max-sessions (default 64; env FULL_QUEUE)
@@ -229,6 +236,16 @@ function integer(name: string, raw: string | undefined, fallback: number, min: n
   return value;
 }
 
+/** auto, on or off; 1/true/yes and 0/false/no too, as the variable was once a switch. */
+function streamBatchMode(raw: string | undefined): StreamBatchMode {
+  if (raw === undefined || raw === '') return 'auto';
+  const value = raw.toLowerCase();
+  if ((STREAM_BATCH_MODES as readonly string[]).includes(value)) return value as StreamBatchMode;
+  if (['1', 'true', 'yes'].includes(value)) return 'on';
+  if (['0', 'false', 'no'].includes(value)) return 'off';
+  throw new ConfigError(`--stream-batch must be one of ${STREAM_BATCH_MODES.join(', ')}, got "${raw}"`);
+}
+
 function truthy(raw: string | undefined): boolean {
   return raw !== undefined && !['', '0', 'false', 'no'].includes(raw.toLowerCase());
 }
@@ -280,7 +297,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Ser
     heavyShare,
     finalDecoder: finalDecoder as FinalDecoder,
     lastPreview: truthy(flags.lastPreview),
-    streamBatch: truthy(flags.streamBatch ?? env.STREAM_BATCH),
+    streamBatch: streamBatchMode(flags.streamBatch ?? env.STREAM_BATCH),
     maxSessions: integer('--max-sessions', flags.maxSessions, 256, 1, 100_000),
     fullQueue: integer('--full-queue', flags.fullQueue ?? env.FULL_QUEUE, 64, 0, 100_000),
     previewBackpressureBytes: 256 * 1024,

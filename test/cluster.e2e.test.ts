@@ -25,7 +25,8 @@ const SESSIONS = 24;
 // bench measures that case: npm run bench -- cluster).
 const RATE = 1.5;
 // Every input runs (no similar-frame skip), so a frame gap means a frame the user did not get.
-const NODE_ARGS = ['--skip-threshold', '0'];
+// Stream batching off, as the figures in docs/performance.md were measured: auto decides by the machine.
+const NODE_ARGS = ['--skip-threshold', '0', '--stream-batch', 'off'];
 // A drained session's wait for its next frame, over the steady-state p99 gap between frames. The
 // aim is 1.5x. What the wait is made of: the SDK's reconnect pause (the server's 100 ms plus up to
 // 250 ms of jitter), then a first frame on the node that came back last, which least_conn hands

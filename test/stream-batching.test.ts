@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { decodeMessage, encodeMessage } from '../shared/codec.js';
 import type { ModelInfo, ServerMessage } from '../shared/protocol.js';
 import { loadConfig } from '../server/config.js';
+import { STREAM_BATCH_MAX_PAIR_COST, streamBatchFor } from '../server/realtime/model-host.js';
 import { BatchRunner } from '../server/engine/batch-runner.js';
 import type { JobListener } from '../server/engine/engine.js';
 import type { JobSpec } from '../server/engine/messages.js';
@@ -21,11 +22,17 @@ import { RealtimeSession } from '../server/realtime/session.js';
 const image = { rgb: new Uint8Array(8 * 8 * 3).fill(100), width: 8, height: 8 };
 const timings = { textEncoder: 0, vaeEncoder: 0, steps: [], previews: 0, decode: 0, batchSizes: [], decoder: 'vae' as const, decodes: 1 };
 
-test('--stream-batch is off unless asked for, by flag or STREAM_BATCH', () => {
-  assert.equal(loadConfig([], {}).streamBatch, false);
-  assert.equal(loadConfig(['--stream-batch'], {}).streamBatch, true);
-  assert.equal(loadConfig([], { STREAM_BATCH: '1' }).streamBatch, true);
-  assert.equal(loadConfig([], { STREAM_BATCH: '0' }).streamBatch, false);
+test('--stream-batch: auto unless set, by flag or STREAM_BATCH; auto turns it on only where pairing is cheap', () => {
+  assert.equal(loadConfig([], {}).streamBatch, 'auto');
+  assert.equal(loadConfig(['--stream-batch', 'on'], {}).streamBatch, 'on');
+  assert.equal(loadConfig(['--stream-batch', 'off'], { STREAM_BATCH: 'on' }).streamBatch, 'off', 'the flag wins');
+  assert.equal(loadConfig([], { STREAM_BATCH: '1' }).streamBatch, 'on');
+  assert.equal(loadConfig([], { STREAM_BATCH: '0' }).streamBatch, 'off');
+  assert.throws(() => loadConfig(['--stream-batch', 'sometimes'], {}), /--stream-batch must be one of auto, on, off/);
+  assert.deepEqual(['on', 'off'].map((mode) => streamBatchFor(mode as 'on' | 'off', 1.0)), [true, false]);
+  assert.equal(streamBatchFor('auto', STREAM_BATCH_MAX_PAIR_COST), true);
+  assert.equal(streamBatchFor('auto', 1.9), false, 'a CPU: two cost nearly twice one');
+  assert.equal(streamBatchFor('auto', undefined), false, 'no batching at all (--max-batch 1)');
 });
 
 describe('the batch runner with a follower', () => {

@@ -63,6 +63,8 @@ export class InferenceEngine {
   ready = false;
   info: ModelInfo | undefined;
   warmupMs = 0;
+  /** From the last warm-up: a step of two requests over a step of one (warmup.ts). */
+  pairCost: number | undefined;
   /** The largest UNet batch the loaded model takes (the operator's limit, or less for fixed shapes). */
   maxBatch: number;
 
@@ -149,6 +151,7 @@ export class InferenceEngine {
         this.failuresInARow = 0;
         this.info = message.info;
         this.warmupMs = message.warmupMs;
+        this.pairCost = message.pairCost;
         this.maxBatch = message.maxBatch;
         for (const warning of message.warnings) this.logger.warn({ model: this.options.modelDir }, warning);
         this.logger.debug({ enginePid: child.pid, warmed: message.warmed, ms: Math.round(message.warmupMs) }, 'warm-up done');

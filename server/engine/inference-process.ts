@@ -60,7 +60,7 @@ async function load(options: LoadOptions): Promise<void> {
       unetCall: (batchSize, ms) => post({ kind: 'unet-call', batchSize, ms }),
       flushed,
     }, warm.maxBatch, { lastPreview: options.lastPreview });
-    post({ kind: 'ready', info: warm.info, warmupMs: warm.ms, maxBatch: warm.maxBatch, warmed: warm.shapes, warnings: warm.warnings });
+    post({ kind: 'ready', info: warm.info, warmupMs: warm.ms, maxBatch: warm.maxBatch, warmed: warm.shapes, warnings: warm.warnings, ...(warm.pairCost !== undefined ? { pairCost: warm.pairCost } : {}) });
   } catch (err) {
     post({ kind: 'load-failed', message: (err as Error).message });
   }

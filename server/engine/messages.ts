@@ -56,7 +56,7 @@ export interface RgbImage {
 }
 
 export type FromWorker =
-  | { kind: 'ready'; info: ModelInfo; warmupMs: number; maxBatch: number; warmed: string[]; warnings: string[] }
+  | { kind: 'ready'; info: ModelInfo; warmupMs: number; maxBatch: number; warmed: string[]; warnings: string[]; pairCost?: number }
   | { kind: 'load-failed'; message: string }
   | { kind: 'started'; jobId: number }
   | { kind: 'preview'; jobId: number; step: number; steps: number; image: RgbImage }

@@ -25,6 +25,9 @@ export interface WarmResult {
   shapes: string[];
   /** What warm-up had to narrow, for the log. */
   warnings: string[];
+  /** A UNet step of two requests over one of one request, at the default size (absent when the batch
+   * limit is 1): how cheaply this device pairs work, which decides --stream-batch auto. */
+  pairCost?: number;
 }
 
 /** Batch sizes to warm: the largest first, so TensorRT builds one profile covering 1..maxBatch. */
@@ -32,6 +35,29 @@ export function warmOrder(maxBatch: number): number[] {
   if (maxBatch < 2) return [];
   const rest = Array.from({ length: maxBatch - 2 }, (_, i) => i + 2);
   return [maxBatch, ...rest];
+}
+
+/** Timed runs of each batch size in pairCost: the least of them is what the device can do. */
+const PAIR_COST_RUNS = 3;
+
+/**
+ * The time of one denoising step at batch 2 over batch 1, each the least of PAIR_COST_RUNS runs,
+ * the two sizes alternating so that a passing load on the machine falls on both. Warm-up has
+ * already compiled both shapes.
+ */
+export async function measurePairCost(pipeline: DiffusionPipeline, width: number, height: number): Promise<number> {
+  const best = [Infinity, Infinity];
+  for (let run = 0; run < PAIR_COST_RUNS; run++) {
+    for (const batch of [1, 2]) {
+      const states = Array.from({ length: batch }, (_, seed) => pipeline.createState({ prompt: 'warm up', steps: 1, strength: 1, seed, width, height, previews: false }));
+      await pipeline.encodeText(states);
+      await pipeline.prepareLatents(states);
+      const started = performance.now();
+      await pipeline.step(states);
+      best[batch - 1] = Math.min(best[batch - 1]!, performance.now() - started);
+    }
+  }
+  return best[1]! / best[0]!;
 }
 
 /** A dimension the export fixed (a number), or undefined when it is symbolic. */
@@ -114,5 +140,6 @@ export async function warmUp(pipeline: DiffusionPipeline, options: LoadOptions):
       }
     }
   }
-  return { info, maxBatch, ms: performance.now() - started, shapes, warnings };
+  const pairCost = maxBatch >= 2 ? await measurePairCost(pipeline, info.width, info.height) : undefined;
+  return { info, maxBatch, ms: performance.now() - started, shapes, warnings, ...(pairCost !== undefined ? { pairCost } : {}) };
 }

@@ -185,7 +185,7 @@ export function createRealtimeHub(config: ServerConfig, logger: Logger, hooks: H
         principal,
         verifyToken: (token) => authenticator.tokens.verify(token),
         imageBudget,
-        streamBatch: config.streamBatch,
+        streamBatch: host.streamBatch(),
         background: options.background,
       }, metrics, logger);
       sessions.add(session);

@@ -2,7 +2,7 @@
 // info and limits its sessions see. A server runs one host per model folder (--model, and every
 // other folder an --app names), each in its own inference process; sessions are bound to one.
 import type { Limits, ModelInfo } from '../../shared/protocol.js';
-import type { ServerConfig } from '../config.js';
+import type { ServerConfig, StreamBatchMode } from '../config.js';
 import { InferenceEngine } from '../engine/engine.js';
 import type { Logger } from '../logger.js';
 import type { ServerMetrics } from '../metrics.js';
@@ -18,6 +18,21 @@ export interface ModelHost {
   /** The served model, with the operator's step cap applied; undefined while loading. */
   model(): ModelInfo | undefined;
   limits(): Limits;
+  /** Whether its sessions stream-batch (--stream-batch, decided for auto at each warm-up). */
+  streamBatch(): boolean;
+}
+
+/**
+ * Stream batching pays where pairing is nearly free: the running request's remaining steps then
+ * slow down little while the next one starts a step sooner. On the CPU here a step of two costs
+ * 1.6-1.9x a step of one and stream batching raised frame latency 1.4-1.6x (docs/performance.md);
+ * a GPU's batched kernels are expected to cost far less than double, which warm-up measures.
+ */
+export const STREAM_BATCH_MAX_PAIR_COST = 1.25;
+
+export function streamBatchFor(mode: StreamBatchMode, pairCost: number | undefined): boolean {
+  if (mode !== 'auto') return mode === 'on';
+  return pairCost !== undefined && pairCost <= STREAM_BATCH_MAX_PAIR_COST;
 }
 
 export function createModelHost(dir: string, config: ServerConfig, logger: Logger, metrics: ServerMetrics, fatal: (reason: string) => void): ModelHost {
@@ -62,16 +77,21 @@ export function createModelHost(dir: string, config: ServerConfig, logger: Logge
     };
   };
 
+  const streamBatch = () => streamBatchFor(config.streamBatch, engine.pairCost);
   const ready = engine.whenReady().then(() => {
     const info = model()!;
     if (info.finalDecoder !== config.finalDecoder) {
       logger.warn({ model: info.name, finalDecoders: info.finalDecoders }, `--final-decoder ${config.finalDecoder}: the model has no such decoder; final frames default to ${info.finalDecoder}`);
     }
     logger.info(
-      { model: info.name, dir, size: `${info.width}x${info.height}`, scheduler: info.scheduler, previews: info.previews, img2img: info.img2img, finalDecoder: info.finalDecoder, warmupMs: Math.round(engine.warmupMs) },
+      {
+        model: info.name, dir, size: `${info.width}x${info.height}`, scheduler: info.scheduler, previews: info.previews, img2img: info.img2img, finalDecoder: info.finalDecoder,
+        streamBatch: streamBatch(), ...(engine.pairCost !== undefined ? { pairCost: Math.round(engine.pairCost * 100) / 100 } : {}),
+        warmupMs: Math.round(engine.warmupMs),
+      },
       'model ready',
     );
   });
 
-  return { dir, engine, scheduler, ready, model, limits };
+  return { dir, engine, scheduler, ready, model, limits, streamBatch };
 }

@@ -28,7 +28,8 @@ export async function startServerProcess(
   const ownDataDir = args.includes('--data-dir') ? undefined : mkdtempSync(path.join(tmpdir(), 'rd-data-'));
   const dataArgs = ownDataDir ? ['--data-dir', ownDataDir] : [];
   const proc = spawn(process.execPath, [MAIN, '--port', '0', '--threads', '2', ...dataArgs, ...args], {
-    env: { ...process.env, LOG_LEVEL: 'info', ...options.env },
+    // Stream batching off unless a test asks: its default (auto) decides by the machine's speed.
+    env: { ...process.env, LOG_LEVEL: 'info', STREAM_BATCH: 'off', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Record<string, unknown>[] = [];
