@@ -161,10 +161,10 @@ export const USAGE = `Usage: npm start -- [options]
   --last-preview       also preview each request's last step (off: the frame is that step's image, and a
                        1-step request costs one decode instead of two)
   --stream-batch M     start a session's next request beside its running one once that one is stepping,
-                       one UNet call advancing both, at most one extra per session: on, off, or auto
-                       (default): on where warm-up finds a step of two requests costs at most 1.25x a
-                       step of one (a GPU's batching), off where it costs more, as on a CPU, where it
-                       costs latency (docs/performance.md); env STREAM_BATCH
+                       one UNet call advancing both, at most one extra per session: on, off or auto
+                       (default: on where warm-up finds a step of two requests costs at most 1.25x a
+                       step of one, as batching on a GPU should; on a CPU it costs nearly 2x, and
+                       stream batching there costs latency: docs/performance.md); env STREAM_BATCH
   --max-sessions N     open sessions at most; more get HTTP 503 (default 256)
   --full-queue N       /readyz says 503 "full" (take no more sessions) while more than N sessions wait
                        for the GPU, or the node is at --max-sessions (default 64; env FULL_QUEUE)
