@@ -38,6 +38,11 @@ export interface FalHttpDeps {
   logger: Logger;
 }
 
+/** Paths of rest.fal.ai served at the server's root: tokens, storage, files and the webhook keys. */
+function isRestPath(path: string): boolean {
+  return path === '/tokens/' || path === '/tokens' || path === WEBHOOK_JWKS_PATH || path.startsWith('/storage/') || path.startsWith('/files/');
+}
+
 export class FalHttpApi {
   constructor(private readonly deps: FalHttpDeps) {}
 
@@ -55,13 +60,8 @@ export class FalHttpApi {
         await this.serve(target.host, { ...req, path: target.path, query }, r, onAbort);
         return;
       }
-      if (req.path.startsWith('/files/')) {
-        r.api = 'files';
-        await this.deps.files.serve(req, r);
-      }
-      else if (req.path === WEBHOOK_JWKS_PATH) await this.serve('rest', req, r, onAbort);
-      else if (req.path.startsWith('/queue/')) await this.serve('queue', { ...req, path: req.path.slice('/queue'.length) }, r, onAbort);
-      else if (req.path === '/tokens/' || req.path === '/tokens' || req.path.startsWith('/storage/')) await this.serve('rest', req, r, onAbort);
+      if (req.path.startsWith('/queue/')) await this.serve('queue', { ...req, path: req.path.slice('/queue'.length) }, r, onAbort);
+      else if (isRestPath(req.path)) await this.serve('rest', req, r, onAbort);
       else await this.serve('run', req, r, onAbort);
     } catch (err) {
       this.deps.logger.error({ err, path: req.path }, 'fal route failed');
