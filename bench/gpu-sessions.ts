@@ -42,6 +42,8 @@ export interface ServerBenchOptions {
   window?: number;
   /** Extra server flags (the fast path's, for one arm of the comparison). */
   serverArgs?: readonly string[];
+  /** Width and height of every request; the server then accepts no larger, so its warm-up compiles
+   * no shape the bench never sends (on a GPU each costs a first run). */
   size?: number;
   warmS: number;
   durationS: number;
@@ -67,6 +69,7 @@ async function startServer(options: ServerBenchOptions, maxSessions: number): Pr
     '--max-sessions', String(maxSessions), '--max-sessions-per-key', String(maxSessions),
     // The bench's own closed loops must never be refused: these limits are not what it measures.
     '--rate-limit', '10000', '--max-steps', String(Math.max(8, options.steps)),
+    ...(options.size ? ['--max-size', String(options.size)] : []),
     ...(options.serverArgs ?? []),
   ];
   const proc = spawn(process.execPath, args, { env: { ...process.env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -17,9 +17,11 @@
 # Environment: DEVICE (default webgpu; cuda/tensorrt need the CUDA provider, absent from the bundle),
 # PYTHON (default python3), WORK (stand-in folder parent, default rtd-gpu-bundle/work: ~2 GB),
 # STANDIN_ARGS (default --fp16), CEILING_ARGS (extra torch_ceiling.py flags), BENCH_ARGS (extra
-# bench/gpu.js flags, e.g. "--duration 10" or "--fast-path off"; later flags win). A CPU smoke run, from the unpacked bundle:
+# bench/gpu.js flags, e.g. "--duration 10" or "--fast-path off"; later flags win), TIME_BUDGET_S
+# (default 480: the whole run's time; each step is also capped). A CPU smoke run, from the unpacked bundle:
 #   DEVICE=cpu PYTHON=/usr/bin/python3 STANDIN_ARGS="--scale 16 --sample-size 16 --fp16" \
-#   CEILING_ARGS="--scale 16 --size 128 --batches 1 --iters 2" BENCH_ARGS="--batches 1 --sessions 1 --duration 3" bash rtd-gpu-bundle/gpu/measure.sh
+#   CEILING_ARGS="--scale 16 --size 128 --batches 1 --iters 2" BENCH_ARGS="--batches 1 --sessions 1 --duration 3 --size 128" \
+#   bash rtd-gpu-bundle/gpu/measure.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$(mkdir -p "${1:-$ROOT/gpu-results}" && cd "${1:-$ROOT/gpu-results}" && pwd)"
@@ -29,7 +31,18 @@ WORK="${WORK:-$ROOT/work}"
 NODE="$ROOT/node/bin/node"
 STANDIN="$WORK/sd-turbo-standin"
 exec > >(tee -a "$OUT/measure.log") 2>&1
-step() { echo; echo "== $(date -u +%H:%M:%S) $*"; }
+step() { echo; echo "== $(date -u +%H:%M:%S) (${SECONDS} s in) $*"; }
+# Every step runs under a cap of its own and within what is left of the whole run's budget
+# (TIME_BUDGET_S, default 480 s: a lent GPU machine gives one command 10 minutes at most, and its
+# start-up comes out of the same time), so a slow or hung step cannot take the later ones with it.
+BUDGET="${TIME_BUDGET_S:-480}"
+capped() { # capped CAP_SECONDS command...
+  local cap="$1" left=$((BUDGET - SECONDS))
+  shift
+  if [ "$left" -lt 15 ]; then echo "no time left of TIME_BUDGET_S=$BUDGET for: $1"; return 124; fi
+  if [ "$cap" -gt "$left" ]; then cap="$left"; fi
+  timeout --kill-after=10 "$cap" "$@"
+}
 
 step "1. machine"
 nvidia-smi | tee "$OUT/nvidia-smi.txt" || echo "nvidia-smi failed: is this a GPU host?"
@@ -65,12 +78,12 @@ fi
 
 step "3. probe: the $DEVICE provider on the embedded model"
 PROBE_OK=1
-"$NODE" "$ROOT/dist/bench/gpu.js" --model "$ROOT/models/default" --device "$DEVICE" --batches 1 --iters 3 --warmup 1 \
+capped 150 "$NODE" "$ROOT/dist/bench/gpu.js" --model "$ROOT/models/default" --device "$DEVICE" --batches 1 --iters 3 --warmup 1 \
   --skip-server --gpu-name "$GPU_NAME" --out "$OUT/probe" || PROBE_OK=0
 if [ "$PROBE_OK" = 0 ]; then
   echo "The $DEVICE provider did not start (reason above). Still timing PyTorch; see docs/gpu.md, 'When WebGPU does not start'."
   # shellcheck disable=SC2086
-  "$PY" "$ROOT/gpu/torch_ceiling.py" --out "$OUT/torch.json" --batches 1,4,8 --size 512 ${CEILING_ARGS:-}
+  capped 120 "$PY" "$ROOT/gpu/torch_ceiling.py" --out "$OUT/torch.json" --batches 1,4,8 --size 512 ${CEILING_ARGS:-} || true
   exit 1
 fi
 
@@ -79,19 +92,27 @@ if [ -f "$STANDIN/standin.json" ] && grep -q '"scale": 1,' "$STANDIN/standin.jso
   echo "reusing $STANDIN"
 else
   # shellcheck disable=SC2086
-  "$PY" "$ROOT/gpu/standin/make_standin.py" --out "$STANDIN" ${STANDIN_ARGS:---fp16}
+  if ! capped 300 "$PY" "$ROOT/gpu/standin/make_standin.py" --out "$STANDIN" ${STANDIN_ARGS:---fp16}; then
+    echo "The stand-in was not written (failed or out of time): nothing to measure the server with."
+    exit 1
+  fi
 fi
 cp "$STANDIN/standin.json" "$OUT/"
 
 step "5. PyTorch ceiling (same UNet and decoders, fp16, CUDA)"
+# The comparison, not the measurement: a short cap, and the server's figures come without it if it fails.
 # shellcheck disable=SC2086
-"$PY" "$ROOT/gpu/torch_ceiling.py" --out "$OUT/torch.json" --batches 1,4,8 --size 512 ${CEILING_ARGS:-}
+capped 90 "$PY" "$ROOT/gpu/torch_ceiling.py" --out "$OUT/torch.json" --batches 1,4,8 --size 512 ${CEILING_ARGS:-} ||
+  echo "The PyTorch ceiling did not finish (failed or out of time); going on without it."
+TORCH_JSON=()
+if [ -f "$OUT/torch.json" ]; then TORCH_JSON=(--torch-json "$OUT/torch.json"); fi
 
 step "6. onnxruntime-node on $DEVICE: model calls, then the server with 1, 8 and 32 sessions, fast path off and on"
+# 3 s of warming and 8 s measured per session count: six windows of 11 s in all.
 # shellcheck disable=SC2086
-"$NODE" "$ROOT/dist/bench/gpu.js" --model "$STANDIN" --device "$DEVICE" --batches 1,2,4,8 --sessions 1,8,32 --steps 1 \
-  --max-batch 8 --fast-path both --window 2 --torch-json "$OUT/torch.json" --gpu-name "$GPU_NAME" --out "$OUT" ${BENCH_ARGS:-}
+capped 420 "$NODE" "$ROOT/dist/bench/gpu.js" --model "$STANDIN" --device "$DEVICE" --size 512 --batches 1,2,4,8 --sessions 1,8,32 --steps 1 \
+  --max-batch 8 --fast-path both --window 2 --warm 3 --duration 8 ${TORCH_JSON[@]+"${TORCH_JSON[@]}"} --gpu-name "$GPU_NAME" --out "$OUT" ${BENCH_ARGS:-}
 
-step "done: $OUT"
+step "done in ${SECONDS} s: $OUT"
 ls -la "$OUT"
 echo "Paste $OUT/gpu-$DEVICE-*.md into docs/performance.md (GPU section) and replace the 'not yet measured' rows in docs/gpu.md."
