@@ -435,7 +435,7 @@ describe("fal's routes in /metrics", () => {
   /** The value of one series, 0 when it has not appeared yet. */
   async function series(name: string, labels: string): Promise<number> {
     const text = await (await fetch(`${server.httpUrl}/metrics`)).text();
-    const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}} `));
+    const line = text.split('\n').find((l) => l.startsWith(labels ? `${name}{${labels}} ` : `${name} `));
     return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
   }
 
@@ -446,17 +446,21 @@ describe("fal's routes in /metrics", () => {
     ].map(([labels]) => labels!);
     const before = await Promise.all(counted.map((labels) => series('fal_http_requests_total', labels)));
     const timedBefore = await series('fal_http_request_duration_seconds_count', 'api="run"');
+    const waitsBefore = await series('fal_queue_wait_seconds_count', '');
 
     await viaProxy.run(T2I, { input: { prompt: 'a cat', num_inference_steps: 1, sync_mode: true } }); // through the proxy: still "run"
     assert.equal((await fetch(`${server.httpUrl}/${T2I}`, { method: 'POST', body: '{}' })).status, 401);
     await (await fal.stream(T2I, { input: { prompt: 'a cat', num_inference_steps: 2 } })).done();
-    await fal.queue.submit(T2I, { input: { prompt: 'a cat', num_inference_steps: 1 } });
+    const queued = await fal.queue.submit(T2I, { input: { prompt: 'a cat', num_inference_steps: 1 } });
     await fetch(`${server.httpUrl}/.well-known/jwks.json`);
     await fetch(`${server.httpUrl}/files/00000000-0000-0000-0000-000000000000/0.jpg`);
 
     const after = await Promise.all(counted.map((labels) => series('fal_http_requests_total', labels)));
     assert.deepEqual(after.map((n, i) => n - before[i]!), [1, 1, 1, 1, 1, 1], counted.join(' '));
     assert.equal((await series('fal_http_request_duration_seconds_count', 'api="run"')) - timedBefore, 2);
+    // The queued job's wait from submit to start, once it has started.
+    await completed(T2I, queued.request_id);
+    assert.equal((await series('fal_queue_wait_seconds_count', '')) - waitsBefore, 1);
   });
 });
 

@@ -97,6 +97,7 @@ export async function openFalFrontDoor(app: TemplatedApp, hub: RealtimeHub, conf
       expireEveryMs: 60_000,
     }, {
       webhookQueued: () => dispatcher.kick(),
+      started: (waitedMs) => metrics.queueWait.observe(waitedMs / 1000),
       finished: (outcome) => metrics.queueJobs.inc({ outcome }),
     }, logger);
     const started = runner;

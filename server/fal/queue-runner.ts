@@ -28,6 +28,8 @@ export interface QueueRunnerOptions {
 export interface QueueRunnerEvents {
   /** A job finished and its webhook (if any) was stored: deliver it now. */
   webhookQueued(): void;
+  /** A job was claimed here, `waitedMs` after its submit. */
+  started(waitedMs: number): void;
   finished(outcome: 'completed' | 'failed' | 'requeued' | 'cancelled'): void;
 }
 
@@ -114,7 +116,10 @@ export class QueueRunner {
     this.store
       .claim(free)
       .then((jobs) => {
-        for (const job of jobs) void this.run(job);
+        for (const job of jobs) {
+          this.events.started(Math.max(0, (job.startedAt ?? Date.now()) - job.createdAt));
+          void this.run(job);
+        }
       })
       .catch((err) => this.logger.error({ err }, 'claiming queued jobs failed'))
       .finally(() => {
