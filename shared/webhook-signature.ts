@@ -1,7 +1,8 @@
-// Signing and verifying webhook deliveries the way fal signs its own, so a receiver written for
-// fal's webhooks verifies this server's with one change: where it fetches the public keys. The
-// server signs with it; receivers may verify with it, which is why it lives in shared/ and imports
-// nothing but node:crypto.
+// Webhook signatures as fal makes them, which this server makes too, so a receiver written for
+// fal's webhooks verifies this server's with one change: where it fetches the public keys. This
+// module is the receiving side, on WebCrypto alone (Node 20+, browsers, edge runtimes), and ships
+// in the client SDK as '@realtime-diffusion/client/webhooks'; the server signs in
+// server/fal/webhook-signer.ts.
 //
 // The scheme (fal's, as its webhook documentation describes it):
 //   x-fal-webhook-request-id:  the queue request id the delivery is about
@@ -13,10 +14,6 @@
 // path). `body` is the raw request body exactly as received: verify before parsing the JSON.
 // Receivers refuse timestamps outside a tolerance (5 minutes) and dedupe on the request id, since
 // a delivery may arrive more than once.
-//
-// The signing key is derived from the server's webhook secret (HKDF-SHA256), so every node given
-// the same secret signs with the same key and serves the same JWKS; receivers hold no secret.
-import { createHash, createPrivateKey, createPublicKey, hkdfSync, sign, verify, type KeyObject } from 'node:crypto';
 
 export const WEBHOOK_REQUEST_ID_HEADER = 'x-fal-webhook-request-id';
 export const WEBHOOK_USER_ID_HEADER = 'x-fal-webhook-user-id';
@@ -38,41 +35,9 @@ export interface WebhookJwk {
   use: 'sig';
 }
 
-export interface WebhookSigner {
-  privateKey: KeyObject;
-  jwk: WebhookJwk;
-}
-
-// An Ed25519 private key is a 32-byte seed; PKCS#8 wraps it in this fixed DER prefix (RFC 8410).
-const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
-const HEX_SIGNATURE = /^[0-9a-f]{128}$/i;
-const UNIX_SECONDS = /^\d{1,15}$/;
-
-/** The signing key for `secret`: the same secret gives the same key on every node. */
-export function webhookSigner(secret: string): WebhookSigner {
-  if (!secret) throw new RangeError('the webhook secret must not be empty');
-  const seed = Buffer.from(hkdfSync('sha256', secret, 'realtime-diffusion', 'webhook signing key, ed25519', 32));
-  const privateKey = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: 'der', type: 'pkcs8' });
-  const { x } = createPublicKey(privateKey).export({ format: 'jwk' });
-  if (typeof x !== 'string') throw new Error('Ed25519 public key export gave no x');
-  const kid = createHash('sha256').update(x).digest('hex').slice(0, 16);
-  return { privateKey, jwk: { kty: 'OKP', crv: 'Ed25519', x, kid, alg: 'EdDSA', use: 'sig' } };
-}
-
-function signedText(requestId: string, userId: string, timestamp: string, body: string): Buffer {
-  const digest = createHash('sha256').update(body, 'utf8').digest('hex');
-  return Buffer.from(`${requestId}\n${userId}\n${timestamp}\n${digest}`, 'utf8');
-}
-
-/** The four signature headers for a delivery signed at `now` (milliseconds). */
-export function webhookSignatureHeaders(signer: WebhookSigner, requestId: string, userId: string, body: string, now = Date.now()): Record<string, string> {
-  const timestamp = String(Math.floor(now / 1000));
-  return {
-    [WEBHOOK_REQUEST_ID_HEADER]: requestId,
-    [WEBHOOK_USER_ID_HEADER]: userId,
-    [WEBHOOK_TIMESTAMP_HEADER]: timestamp,
-    [WEBHOOK_SIGNATURE_HEADER]: sign(null, signedText(requestId, userId, timestamp, body), signer.privateKey).toString('hex'),
-  };
+/** What is signed, given the hex SHA-256 of the body. */
+export function webhookSignedText(requestId: string, userId: string, timestamp: string, bodySha256Hex: string): string {
+  return `${requestId}\n${userId}\n${timestamp}\n${bodySha256Hex}`;
 }
 
 export interface VerifyWebhookOptions {
@@ -82,32 +47,48 @@ export interface VerifyWebhookOptions {
   now?: number;
 }
 
-// Node's IncomingMessage headers are lower-case, but a Headers object copied into a record or a
-// framework's own record may not be; a duplicated header (an array) is ambiguous, so it fails.
-function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
-  let value = headers[name];
+/** Header values from a fetch `Headers` or a plain record (node:http's `req.headers`). */
+export type WebhookHeaders = { get(name: string): string | null } | Record<string, string | string[] | undefined>;
+
+const HEX_SIGNATURE = /^[0-9a-f]{128}$/i;
+const UNIX_SECONDS = /^\d{1,15}$/;
+
+// Records may not be lower-case (a framework's copy); a duplicated header (an array) is ambiguous,
+// so it fails.
+function header(headers: WebhookHeaders, name: string): string | undefined {
+  if (typeof headers.get === 'function') return (headers as { get(name: string): string | null }).get(name) ?? undefined;
+  const record = headers as Record<string, string | string[] | undefined>;
+  let value = record[name];
   if (value === undefined) {
-    for (const key of Object.keys(headers)) {
-      if (key.toLowerCase() === name) {
-        value = headers[key];
-        break;
-      }
-    }
+    const key = Object.keys(record).find((k) => k.toLowerCase() === name);
+    if (key !== undefined) value = record[key];
   }
   return typeof value === 'string' ? value : undefined;
 }
 
+function hex(bytes: ArrayBuffer): string {
+  let out = '';
+  for (const byte of new Uint8Array(bytes)) out += byte.toString(16).padStart(2, '0');
+  return out;
+}
+
+function fromHex(text: string): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(text.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
 /**
- * True when the headers carry an Ed25519 signature, by one of `keys` (the `keys` of the server's
- * JWKS, or the JWKS itself), of `body` for the request and user they name, with a timestamp within
- * `toleranceSeconds` of `now`. Accepts `req.headers` from node:http directly.
+ * True when the headers carry an Ed25519 signature, by one of `keys` (the server's JWKS, or its
+ * `keys`), of `body` for the request and user they name, with a timestamp within
+ * `toleranceSeconds` of `now`. `body` is the raw body: a string (UTF-8) or its bytes.
  */
-export function verifyWebhookSignature(
+export async function verifyWebhookSignature(
   keys: readonly { x?: unknown }[] | { keys: readonly { x?: unknown }[] },
-  headers: Record<string, string | string[] | undefined>,
-  body: string,
+  headers: WebhookHeaders,
+  body: string | Uint8Array,
   { toleranceSeconds = DEFAULT_WEBHOOK_TOLERANCE_SECONDS, now = Date.now() }: VerifyWebhookOptions = {},
-): boolean {
+): Promise<boolean> {
   const requestId = header(headers, WEBHOOK_REQUEST_ID_HEADER);
   const userId = header(headers, WEBHOOK_USER_ID_HEADER);
   const timestamp = header(headers, WEBHOOK_TIMESTAMP_HEADER)?.trim();
@@ -115,15 +96,19 @@ export function verifyWebhookSignature(
   if (requestId === undefined || userId === undefined || timestamp === undefined || signature === undefined) return false;
   if (!UNIX_SECONDS.test(timestamp) || !HEX_SIGNATURE.test(signature)) return false;
   if (!(Math.abs(now / 1000 - Number(timestamp)) <= toleranceSeconds)) return false;
-  const message = signedText(requestId, userId, timestamp, body);
-  const signatureBytes = Buffer.from(signature, 'hex');
+  const encoder = new TextEncoder();
+  const bytes = typeof body === 'string' ? encoder.encode(body) : new Uint8Array(body);
+  const message = encoder.encode(webhookSignedText(requestId, userId, timestamp, hex(await crypto.subtle.digest('SHA-256', bytes))));
+  const signatureBytes = fromHex(signature);
   const list: readonly { x?: unknown }[] = Array.isArray(keys) ? keys : (keys as { keys: readonly { x?: unknown }[] }).keys;
-  return list.some((key) => {
-    if (typeof key.x !== 'string') return false;
+  for (const candidate of list) {
+    if (typeof candidate.x !== 'string') continue;
     try {
-      return verify(null, message, createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: key.x }, format: 'jwk' }), signatureBytes);
+      const key = await crypto.subtle.importKey('jwk', { kty: 'OKP', crv: 'Ed25519', x: candidate.x }, { name: 'Ed25519' }, false, ['verify']);
+      if (await crypto.subtle.verify({ name: 'Ed25519' }, key, signatureBytes, message)) return true;
     } catch {
-      return false; // not an Ed25519 key
+      // not an Ed25519 public key: try the next
     }
-  });
+  }
+  return false;
 }

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { build } from 'esbuild';
 import ts from 'typescript';
+import { webhookSignatureHeaders, webhookSigner } from '../server/fal/webhook-signer.js';
 import { chromiumMissing, launchChromium } from './helpers/chromium.js';
 import { startServerProcess, type ServerProcess } from './helpers/server-process.js';
 
@@ -150,12 +151,15 @@ describe('the packed SDK in an empty project', () => {
     await writeFile(
       path.join(app, 'check.ts'),
       `import { connect, ErrorCode, RealtimeError, type ConnectOptions, type FrameMessage } from '${NAME}';
+import { verifyWebhookSignature } from '${NAME}/webhooks';
 const options: ConnectOptions = { reconnect: { baseDelayMs: 100 }, minIntervalMs: 10 };
 const connection = connect('ws://127.0.0.1:1/v1/realtime', options);
 connection.on('frame', (frame: FrameMessage) => console.log(frame.width * frame.height, frame.image.byteLength));
 connection.on('error', (err) => console.log(err instanceof RealtimeError, err.code === ErrorCode.Overloaded));
 // @ts-expect-error: a prompt is a string; an untyped (any) package would let this through
 connection.send({ prompt: 42 });
+const valid: Promise<boolean> = verifyWebhookSignature({ keys: [] }, new Headers(), new Uint8Array(0));
+void valid;
 `,
     );
     await run(process.execPath, [TSC, '-p', 'tsconfig.json'], { cwd: app }).catch((err) => {
@@ -172,6 +176,25 @@ console.log(JSON.stringify(await generateOne(process.argv[2])));\n`,
     // The script must also end by itself: a closed connection leaves nothing keeping Node alive.
     const { stdout } = await run(process.execPath, ['node-client.js', server.wsUrl], { cwd: app, timeout: 30_000 });
     assertFrame(JSON.parse(stdout));
+  });
+
+  test("Node: a webhook receiver checks deliveries with '/webhooks' by name", async () => {
+    const signer = webhookSigner('a secret the receiver never sees');
+    const body = JSON.stringify({ request_id: 'r-1', status: 'OK', payload: { images: [] } });
+    const headers = webhookSignatureHeaders(signer, 'r-1', 'key-1', body);
+    await writeFile(
+      path.join(app, 'receiver.js'),
+      `import { verifyWebhookSignature } from '${NAME}/webhooks';
+const [keys, headers, body] = JSON.parse(process.argv[2]);
+const results = [
+  await verifyWebhookSignature(keys, headers, body),
+  await verifyWebhookSignature(keys, new Headers(headers), new TextEncoder().encode(body)),
+  await verifyWebhookSignature(keys, headers, body.replace('OK', 'ERROR')),
+];
+console.log(JSON.stringify(results));\n`,
+    );
+    const { stdout } = await run(process.execPath, ['receiver.js', JSON.stringify([{ keys: [signer.jwk] }, headers, body])], { cwd: app, timeout: 30_000 });
+    assert.deepEqual(JSON.parse(stdout), [true, true, false]);
   });
 
   test('browser: an esbuild bundle on its own origin gets a frame in Chromium', { skip: missing ?? false }, async () => {

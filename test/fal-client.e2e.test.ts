@@ -410,7 +410,7 @@ describe('fal HTTP through the official client', () => {
       // Checked as an existing fal receiver does, against the keys the server publishes where fal does.
       const keys = await fetchWebhookKeys(server.httpUrl);
       assert.ok(falReceiverVerifies(keys, hook.headers, hook.body));
-      assert.ok(verifyWebhookSignature(keys, hook.headers as Record<string, string>, hook.body));
+      assert.ok(await verifyWebhookSignature(keys, hook.headers as Record<string, string>, hook.body));
       assert.equal(hook.headers['x-fal-webhook-user-id'], createHash('sha256').update(FAL_KEY).digest('hex').slice(0, 12), "the submitting key's id");
       assert.ok(!falReceiverVerifies(keys, { ...hook.headers, 'x-fal-webhook-user-id': 'someone-else' }, hook.body));
       // The same keys through fal's own URL for them, as the client's middleware maps it.

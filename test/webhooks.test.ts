@@ -14,7 +14,8 @@ import {
   type WebhookOutbox,
   type WebhookOutcome,
 } from '../server/fal/webhooks.js';
-import { verifyWebhookSignature, webhookSignatureHeaders, webhookSigner } from '../shared/webhook-signature.js';
+import { verifyWebhookSignature } from '../shared/webhook-signature.js';
+import { webhookSignatureHeaders, webhookSigner } from '../server/fal/webhook-signer.js';
 import { falReceiverVerifies } from './helpers/fal-server.js';
 
 const SIGNER = webhookSigner('webhook secret for tests');
@@ -147,13 +148,13 @@ describe('WebhookDispatcher', () => {
     assert.match(String(got!.headers['x-fal-webhook-signature']), /^[0-9a-f]{128}$/);
 
     assert.equal(falReceiverVerifies(KEYS, got!.headers, got!.body), true, "verified as fal's documentation says");
-    assert.equal(verifyWebhookSignature(KEYS, got!.headers, got!.body), true);
-    assert.equal(verifyWebhookSignature(KEYS, got!.headers, got!.body.replace('OK', 'ERROR')), false, 'tampered body');
-    assert.equal(verifyWebhookSignature([webhookSigner('another secret').jwk], got!.headers, got!.body), false, 'another key');
-    assert.equal(verifyWebhookSignature(KEYS, { ...got!.headers, 'x-fal-webhook-request-id': 'req-2' }, got!.body), false, 'other request id');
-    assert.equal(verifyWebhookSignature(KEYS, { ...got!.headers, 'x-fal-webhook-user-id': 'key-2' }, got!.body), false, 'other user id');
-    assert.equal(verifyWebhookSignature(KEYS, got!.headers, got!.body, { now: Date.now() + 301_000 }), false, 'stale');
-    assert.equal(verifyWebhookSignature(KEYS, got!.headers, got!.body, { now: Date.now() + 200_000 }), true, 'within tolerance');
+    assert.equal(await verifyWebhookSignature(KEYS, got!.headers, got!.body), true);
+    assert.equal(await verifyWebhookSignature(KEYS, got!.headers, got!.body.replace('OK', 'ERROR')), false, 'tampered body');
+    assert.equal(await verifyWebhookSignature([webhookSigner('another secret').jwk], got!.headers, got!.body), false, 'another key');
+    assert.equal(await verifyWebhookSignature(KEYS, { ...got!.headers, 'x-fal-webhook-request-id': 'req-2' }, got!.body), false, 'other request id');
+    assert.equal(await verifyWebhookSignature(KEYS, { ...got!.headers, 'x-fal-webhook-user-id': 'key-2' }, got!.body), false, 'other user id');
+    assert.equal(await verifyWebhookSignature(KEYS, got!.headers, got!.body, { now: Date.now() + 301_000 }), false, 'stale');
+    assert.equal(await verifyWebhookSignature(KEYS, got!.headers, got!.body, { now: Date.now() + 200_000 }), true, 'within tolerance');
     assert.deepEqual(outbox.outcomes, [{ id: 1, outcome: { delivered: true } }]);
     assert.deepEqual(counts, { delivered: 1, retried: 0, gaveUp: 0 });
   });
@@ -169,7 +170,7 @@ describe('WebhookDispatcher', () => {
     const first = outbox.outcomes[0]!.outcome;
     assert.ok(!first.delivered && 'nextAttemptAt' in first);
     // Each attempt is signed afresh, and both verify.
-    for (const got of receiver.received) assert.ok(verifyWebhookSignature(KEYS, got.headers, got.body));
+    for (const got of receiver.received) assert.ok(await verifyWebhookSignature(KEYS, got.headers, got.body));
   });
 
   test('gives up after maxAttempts, counting 4xx and redirects as failures, and warns', async () => {
@@ -305,7 +306,7 @@ describe('webhookRetryDelay', () => {
   });
 });
 
-describe('webhook signatures', () => {
+describe('webhook signatures: the signer here, the WebCrypto verifier receivers use (shared/, the SDK)', () => {
   const now = 1_700_000_000_000;
   const body = '{"a":1}';
   const good = webhookSignatureHeaders(SIGNER, 'r1', 'key-1', body, now);
@@ -319,16 +320,17 @@ describe('webhook signatures', () => {
     assert.deepEqual(webhookSignatureHeaders(SIGNER, 'r1', 'key-1', body, now), good);
   });
 
-  test('accepts a good signature, in any header case, from any key of the set, given as a JWKS or a list', () => {
-    assert.equal(verifyWebhookSignature(KEYS, good, body, { now }), true);
-    assert.equal(verifyWebhookSignature([SIGNER.jwk], good, body, { now }), true);
+  test('accepts a good signature, in any header case or a fetch Headers, from any key of the set, given as a JWKS or a list, the body as text or bytes', async () => {
+    assert.equal(await verifyWebhookSignature(KEYS, good, body, { now }), true);
+    assert.equal(await verifyWebhookSignature([SIGNER.jwk], good, body, { now }), true);
     const upper = Object.fromEntries(Object.entries(good).map(([k, v]) => [k.toUpperCase(), v]));
-    assert.equal(verifyWebhookSignature(KEYS, upper, body, { now }), true);
+    assert.equal(await verifyWebhookSignature(KEYS, upper, body, { now }), true);
     const rotating = { keys: [webhookSigner('next').jwk, { kty: 'RSA', n: 'x', e: 'AQAB' }, { x: 'not a key' }, SIGNER.jwk] };
-    assert.equal(verifyWebhookSignature(rotating, good, body, { now }), true);
+    assert.equal(await verifyWebhookSignature(rotating, good, body, { now }), true);
+    assert.equal(await verifyWebhookSignature(KEYS, new Headers(good), new TextEncoder().encode(body), { now }), true);
   });
 
-  test('refuses missing, malformed or mismatched parts', () => {
+  test('refuses missing, malformed or mismatched parts', async () => {
     const signature = good['x-fal-webhook-signature']!;
     const variants: Record<string, string | undefined>[] = [
       { ...good, 'x-fal-webhook-signature': undefined },
@@ -341,9 +343,9 @@ describe('webhook signatures', () => {
       { ...good, 'x-fal-webhook-signature': `${signature.slice(0, -2)}${signature.endsWith('00') ? '01' : '00'}` },
       { ...good, 'x-fal-webhook-signature': `v1=${signature}` },
     ];
-    for (const headers of variants) assert.equal(verifyWebhookSignature(KEYS, headers, body, { now }), false, JSON.stringify(headers));
-    assert.equal(verifyWebhookSignature({ keys: [] }, good, body, { now }), false, 'no keys');
-    assert.equal(verifyWebhookSignature(KEYS, good, body, { now: now - 301_000 }), false, 'from the future past tolerance');
-    assert.equal(verifyWebhookSignature(KEYS, good, body, { now: now + 10_000, toleranceSeconds: 5 }), false);
+    for (const headers of variants) assert.equal(await verifyWebhookSignature(KEYS, headers, body, { now }), false, JSON.stringify(headers));
+    assert.equal(await verifyWebhookSignature({ keys: [] }, good, body, { now }), false, 'no keys');
+    assert.equal(await verifyWebhookSignature(KEYS, good, body, { now: now - 301_000 }), false, 'from the future past tolerance');
+    assert.equal(await verifyWebhookSignature(KEYS, good, body, { now: now + 10_000, toleranceSeconds: 5 }), false);
   });
 });

@@ -22,7 +22,7 @@ import { ResultFiles } from './result-files.js';
 import { FalUploads } from './uploads.js';
 import type { ImageFetchPolicy } from './image-source.js';
 import { WebhookDispatcher } from './webhooks.js';
-import { webhookSigner } from '../../shared/webhook-signature.js';
+import { webhookSigner } from './webhook-signer.js';
 
 /** What a shared queue tells the node running a job: another node took its cancel request, or
  * the job's lock was lost (it may now run elsewhere). */

@@ -7,9 +7,7 @@
 // an outcome fails, the row stays due and is posted again, so receivers dedupe on the request id.
 // Signatures are described in shared/webhook-signature.ts.
 import type { Logger } from '../logger.js';
-import { webhookSignatureHeaders, type WebhookSigner } from '../../shared/webhook-signature.js';
-
-export { verifyWebhookSignature } from '../../shared/webhook-signature.js';
+import { webhookSignatureHeaders, type WebhookSigner } from './webhook-signer.js';
 
 // A delivery's body is posted byte for byte as stored: the signature covers exactly those bytes.
 import type { WebhookDelivery, WebhookOutcome } from '../queue/types.js';
