@@ -111,10 +111,10 @@ export function gpuMarkdown(r: GpuBenchResult): string {
     }
     out.push('');
   }
-  const off = r.server.find((s) => s.fastPath === 'off');
-  const on = r.server.find((s) => s.fastPath === 'on');
-  if (off && on) {
-    out.push('## Fast path on against off', '');
+  for (const off of r.server.filter((s) => s.fastPath === 'off')) {
+    const on = r.server.find((s) => s.fastPath === 'on' && s.steps === off.steps);
+    if (!on) continue;
+    out.push(`## Fast path on against off, ${off.steps} step${off.steps > 1 ? 's' : ''}`, '');
     out.push('| sessions | frames/s off | frames/s on | on / off | frame p50 off | frame p50 on |', '|---:|---:|---:|---:|---:|---:|');
     for (const a of off.runs) {
       const b = on.runs.find((x) => x.sessions === a.sessions);
@@ -135,7 +135,7 @@ export function gpuMarkdown(r: GpuBenchResult): string {
   for (const s of r.server) {
     const what = s.fastPath === 'on' ? 'fast path: TAESD-size final decode, stream batching' : 'TAESD previews + full VAE';
     for (const run of s.runs) {
-      out.push(`| this server: ${run.sessions} session${run.sessions > 1 ? 's' : ''}, txt2img, ${s.steps} step, ${what}${ours} | ${gpu} | onnxruntime-node ${r.device} | ${run.framesPerSecond} frames/s |`);
+      out.push(`| this server: ${run.sessions} session${run.sessions > 1 ? 's' : ''}, txt2img, ${s.steps} step${s.steps > 1 ? 's' : ''}, ${what}${ours} | ${gpu} | onnxruntime-node ${r.device} | ${run.framesPerSecond} frames/s |`);
     }
   }
   const t1 = torch?.unet?.['1']?.medianMs;

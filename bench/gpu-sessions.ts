@@ -20,6 +20,8 @@ const PROMPTS = ['a photo of a cat', 'a watercolor landscape', 'a red sports car
 
 export interface SessionRun {
   sessions: number;
+  /** Steps each request asked for. */
+  steps: number;
   windowS: number;
   frames: number;
   framesPerSecond: number;
@@ -37,7 +39,11 @@ export interface ServerBenchOptions {
   threads: number;
   maxBatch: number;
   sessions: number[];
+  /** Steps of each request in a run. */
   steps: number;
+  /** Runs each session count at each of these step counts on the one server (default: [steps]):
+   * stream batching can pair a session's frames only when they take two steps or more. */
+  stepCounts?: readonly number[];
   /** Requests each session keeps in flight (default 1). */
   window?: number;
   /** Extra server flags (the fast path's, for one arm of the comparison). */
@@ -68,7 +74,7 @@ async function startServer(options: ServerBenchOptions, maxSessions: number): Pr
     '--threads', String(options.threads), '--max-batch', String(options.maxBatch),
     '--max-sessions', String(maxSessions), '--max-sessions-per-key', String(maxSessions),
     // The bench's own closed loops must never be refused: these limits are not what it measures.
-    '--rate-limit', '10000', '--max-steps', String(Math.max(8, options.steps)),
+    '--rate-limit', '10000', '--max-steps', String(Math.max(8, options.steps, ...(options.stepCounts ?? []))),
     ...(options.size ? ['--max-size', String(options.size)] : []),
     ...(options.serverArgs ?? []),
   ];
@@ -214,6 +220,7 @@ async function runSessions(port: number, count: number, options: ServerBenchOpti
   const mean = batchSizes.length ? batchSizes.reduce((a, b) => a + b, 0) / batchSizes.length : 0;
   return {
     sessions: count,
+    steps: options.steps,
     windowS: Math.round(windowS * 100) / 100,
     frames,
     framesPerSecond: Math.round((frames / windowS) * 100) / 100,
@@ -232,12 +239,14 @@ export async function benchServer(options: ServerBenchOptions): Promise<{ warmup
   const runs: SessionRun[] = [];
   try {
     for (const count of options.sessions) {
-      const run = await runSessions(server.port, count, options);
-      runs.push(run);
-      log(
-        `${count} sessions: ${run.framesPerSecond} frames/s, first image p50 ${run.firstPreviewMs.medianMs} ms, ` +
-          `frame p50 ${run.frameLatencyMs.medianMs} ms, mean UNet batch ${run.meanBatch}`,
-      );
+      for (const steps of options.stepCounts ?? [options.steps]) {
+        const run = await runSessions(server.port, count, { ...options, steps });
+        runs.push(run);
+        log(
+          `${count} sessions, ${steps} step${steps > 1 ? 's' : ''}: ${run.framesPerSecond} frames/s, first image p50 ${run.firstPreviewMs.medianMs} ms, ` +
+            `frame p50 ${run.frameLatencyMs.medianMs} ms, mean UNet batch ${run.meanBatch}`,
+        );
+      }
     }
   } finally {
     await server.stop();

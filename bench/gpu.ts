@@ -6,7 +6,7 @@
 // given). gpu/measure.sh runs it on GPU hosts; on a CPU it runs the same way, small, as a smoke test.
 //
 //   node dist/bench/gpu.js --model DIR --device webgpu [--batches 1,4,8] [--sessions 1,8,32]
-//        [--steps 1] [--duration 20] [--warm 5] [--iters 10] [--size 512] [--max-batch 8]
+//        [--steps 1[,2...]] [--duration 20] [--warm 5] [--iters 10] [--size 512] [--max-batch 8]
 //        [--fast-path off|on|both] [--window 1|2]
 //        [--torch-json FILE] [--gpu-name NAME] [--out DIR] [--skip-server] [--skip-pipeline]
 import { existsSync, readFileSync } from 'node:fs';
@@ -76,7 +76,8 @@ async function main(): Promise<void> {
   const pipeline = args['skip-pipeline']
     ? null
     : await benchPipeline({ ...common, batches: list(args.batches!, 'batches'), iters: int('iters'), warmup: int('warmup'), log });
-  const steps = int('steps');
+  // Several step counts run on each arm's one server (one warm-up): `--steps 1,2`.
+  const stepCounts = list(args.steps!, 'steps');
   const maxBatch = int('max-batch');
   const window = int('window');
   if (window !== 1 && window !== 2) fail('--window is 1 (closed loop) or 2 (running + pending, a streaming client)');
@@ -90,7 +91,8 @@ async function main(): Promise<void> {
         ...common,
         maxBatch,
         sessions: list(args.sessions!, 'sessions'),
-        steps,
+        steps: stepCounts[0]!,
+        stepCounts,
         window,
         serverArgs: FAST_PATH_ARGS[fastPath],
         warmS: int('warm'),
@@ -98,7 +100,10 @@ async function main(): Promise<void> {
         readyTimeoutMs: int('ready-timeout') * 1000,
         log,
       });
-      server.push({ ...run, steps, maxBatch, window, fastPath });
+      // One report section per step count, each with the server's one warm-up.
+      for (const steps of stepCounts) {
+        server.push({ ...run, runs: run.runs.filter((r) => r.steps === steps), steps, maxBatch, window, fastPath });
+      }
     }
   }
 

@@ -8,10 +8,11 @@
 #   3. probe the provider on the small embedded model (fails fast, with the reason, if it cannot start);
 #   4. generate the full-size SD-Turbo stand-in (random weights, fp16) with the host's python;
 #   5. time the same UNet and decoders in PyTorch (the ceiling);
-#   6. run bench/gpu.js: UNet step at batch 1/4/8, preview and VAE decode, then frames/s and time
+#   6. run bench/gpu.js: UNet step at batch 1/2/4/8, preview and VAE decode, then frames/s and time
 #      to first image through the server with 1, 8 and 32 streaming sessions (running + pending
-#      kept full), once with the few-step fast path off (VAE final frame, last-step preview, no
-#      stream batching) and once on (preview-decoder final frame, one decode, stream batching).
+#      kept full) at 1 and 2 steps, once with the few-step fast path off (VAE final frame,
+#      last-step preview, no stream batching) and once on (preview-decoder final frame, one
+#      decode, stream batching).
 #
 #   tar -xJf realtime-diffusion-gpu-bundle.tar.xz && bash rtd-gpu-bundle/gpu/measure.sh [RESULTS_DIR]
 # Environment: DEVICE (default webgpu; cuda/tensorrt need the CUDA provider, absent from the bundle),
@@ -108,10 +109,12 @@ TORCH_JSON=()
 if [ -f "$OUT/torch.json" ]; then TORCH_JSON=(--torch-json "$OUT/torch.json"); fi
 
 step "6. onnxruntime-node on $DEVICE: model calls, then the server with 1, 8 and 32 sessions, fast path off and on"
-# 3 s of warming and 8 s measured per session count: six windows of 11 s in all.
+# Each arm's one server runs 1- and 2-step requests (stream batching pairs a session's frames only
+# from 2 steps on), 2 s of warming and 6 s measured per session count and step count: twelve
+# windows of 8 s in all.
 # shellcheck disable=SC2086
-capped 420 "$NODE" "$ROOT/dist/bench/gpu.js" --model "$STANDIN" --device "$DEVICE" --size 512 --batches 1,2,4,8 --sessions 1,8,32 --steps 1 \
-  --max-batch 8 --fast-path both --window 2 --warm 3 --duration 8 ${TORCH_JSON[@]+"${TORCH_JSON[@]}"} --gpu-name "$GPU_NAME" --out "$OUT" ${BENCH_ARGS:-}
+capped 420 "$NODE" "$ROOT/dist/bench/gpu.js" --model "$STANDIN" --device "$DEVICE" --size 512 --batches 1,2,4,8 --sessions 1,8,32 --steps 1,2 \
+  --max-batch 8 --fast-path both --window 2 --warm 2 --duration 6 ${TORCH_JSON[@]+"${TORCH_JSON[@]}"} --gpu-name "$GPU_NAME" --out "$OUT" ${BENCH_ARGS:-}
 
 step "done in ${SECONDS} s: $OUT"
 ls -la "$OUT"
