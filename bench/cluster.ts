@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { nginxMissing, SMALL_NODE_ARGS } from './cluster/launcher.js';
 import { measureKills, measureRestart, measureScaling, type KillResult, type MeasureOptions, type RestartResult, type ScalingResult, type Spread } from './cluster/measure.js';
+import { num, UsageError } from './option-checks.js';
 import { describeMachine, machineInfo } from './report/machine.js';
 
 const { values: args } = parseArgs({
@@ -33,11 +34,7 @@ const { values: args } = parseArgs({
   },
 });
 
-function bounded(name: string, raw: string, min: number, max: number): number {
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name} must be a number from ${min} to ${max}, got "${raw}"`);
-  return n;
-}
+const bounded = (name: string, raw: string, min: number, max: number): number => num(name, raw, min, max)!;
 
 const list = (name: string, raw: string, min: number, max: number) => raw.split(',').map((x) => bounded(name, x, min, max));
 const ms = (s: Spread) => `${s.p50} / ${s.p99}`;
@@ -146,7 +143,7 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (err) => {
-    console.error(err);
-    process.exit(1);
+    console.error(err instanceof UsageError ? err.message : err);
+    process.exit(err instanceof UsageError ? 2 : 1);
   },
 );

@@ -25,6 +25,7 @@ import { framesPerSecond as fps, latencySummary, median, printTables, ROUTES, sa
 import { prepareInputs } from './inputs.js';
 import { admissionArgs, startLocalServer, type LocalServer } from './local-server.js';
 import { readMachineBusySeconds, readProc, waitForQuietMachine } from './proc-sampler.js';
+import { num } from './option-checks.js';
 import { machineInfo } from './report/machine.js';
 
 const { values: args } = parseArgs({
@@ -47,12 +48,12 @@ const { values: args } = parseArgs({
 });
 
 const number = (name: keyof typeof args, min: number, max: number): number => {
-  const v = Number(args[name]);
-  if (!Number.isFinite(v) || v < min || v > max) {
-    console.error(`--${name} must be a number from ${min} to ${max}, got "${args[name]}"`);
+  try {
+    return num(name, args[name] as string, min, max)!;
+  } catch (err) {
+    console.error((err as Error).message);
     process.exit(2);
   }
-  return v;
 };
 const cfg = {
   app: args.app!,
